@@ -1,0 +1,368 @@
+// Package state is Shoal's replicated object store: the raft FSM that applies
+// log commands to an in-memory set of Kubernetes objects and internal records,
+// snapshots and restores it, and serves reads and watches from it.
+//
+// Every node holds a full replica. Writes are Ops, encoded with EncodeOps and
+// committed through raft by a Proposer; FSM.Apply applies them atomically,
+// assigns resourceVersions and notifies watchers. Reads (Get, List, Watch) take
+// a read lock and never wait for raft.
+//
+// resourceVersion is the store revision: a counter the FSM bumps once per
+// changed object, deterministically from the log (like etcd's revision), so
+// every replica gives an object the same resourceVersion and two writes never
+// share one even when the leader batches many into one raft entry.
+//
+// Objects handed out are shared and must not be modified.
+package state
+
+import (
+	"context"
+	"errors"
+	"sort"
+	"sync"
+	"time"
+)
+
+// ErrGone is returned by Watch when the requested resourceVersion is older
+// than the history the store keeps (HTTP 410 in the API).
+var ErrGone = errors.New("too old resource version")
+
+// DefaultHistory is how many events the store remembers for resumed watches.
+const DefaultHistory = 50000
+
+// Store is the in-memory state. The FSM mutates it; everyone else reads.
+type Store struct {
+	mu sync.RWMutex
+	// guarded by mu:
+	objs     map[string]map[string]Object // resource key → "ns/name" → object
+	kv       map[string][]byte
+	rev      uint64 // last assigned resourceVersion
+	applied  uint64 // last applied raft index
+	history  []Event
+	histHead int    // index of the oldest event in history (ring)
+	histLen  int    // number of events in history
+	histFrom uint64 // events with RV > histFrom are all in history
+	watchers map[*Watcher]struct{}
+	notify   chan struct{} // closed and replaced whenever applied advances
+
+	histCap int
+}
+
+// NewStore returns an empty store keeping historyLen events for watches
+// (DefaultHistory if ≤ 0).
+func NewStore(historyLen int) *Store {
+	if historyLen <= 0 {
+		historyLen = DefaultHistory
+	}
+	s := &Store{histCap: historyLen, watchers: map[*Watcher]struct{}{}, notify: make(chan struct{})}
+	s.resetLocked()
+	return s
+}
+
+func (s *Store) resetLocked() {
+	s.objs = make(map[string]map[string]Object, len(Kinds))
+	for _, k := range Kinds {
+		s.objs[k.Key()] = map[string]Object{}
+	}
+	s.kv = map[string][]byte{}
+	s.history = make([]Event, s.histCap)
+	s.histHead, s.histLen = 0, 0
+	s.histFrom = s.rev
+}
+
+func objKey(namespace, name string) string { return namespace + "/" + name }
+
+// Get returns the object or false.
+func (s *Store) Get(resource, namespace, name string) (Object, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	o, ok := s.objs[resource][objKey(namespace, name)]
+	return o, ok
+}
+
+// List returns the objects of resource in namespace ("" = all), sorted by
+// namespace and name, and the revision the list is consistent with.
+func (s *Store) List(resource, namespace string) ([]Object, uint64) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.listLocked(resource, namespace, nil), s.rev
+}
+
+func (s *Store) listLocked(resource, namespace string, match func(Object) bool) []Object {
+	m := s.objs[resource]
+	out := make([]Object, 0, len(m))
+	for _, o := range m {
+		if namespace != "" && o.GetNamespace() != namespace {
+			continue
+		}
+		if match != nil && !match(o) {
+			continue
+		}
+		out = append(out, o)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].GetNamespace() != out[j].GetNamespace() {
+			return out[i].GetNamespace() < out[j].GetNamespace()
+		}
+		return out[i].GetName() < out[j].GetName()
+	})
+	return out
+}
+
+// Count returns how many objects of resource are stored.
+func (s *Store) Count(resource string) int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.objs[resource])
+}
+
+// GetKV returns an internal record.
+func (s *Store) GetKV(key string) ([]byte, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	v, ok := s.kv[key]
+	return v, ok
+}
+
+// ListKV returns the internal records whose key starts with prefix, by key.
+func (s *Store) ListKV(prefix string) map[string][]byte {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := map[string][]byte{}
+	for k, v := range s.kv {
+		if len(k) >= len(prefix) && k[:len(prefix)] == prefix {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// Revision is the latest resourceVersion assigned.
+func (s *Store) Revision() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.rev
+}
+
+// AppliedIndex is the last raft index applied.
+func (s *Store) AppliedIndex() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.applied
+}
+
+// WaitApplied blocks until the raft index idx has been applied or ctx ends.
+func (s *Store) WaitApplied(ctx context.Context, idx uint64) error {
+	for {
+		s.mu.RLock()
+		applied, ch := s.applied, s.notify
+		s.mu.RUnlock()
+		if applied >= idx {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// markAppliedLocked records idx as applied and wakes waiters.
+func (s *Store) markAppliedLocked(idx uint64) {
+	if idx <= s.applied {
+		return
+	}
+	s.applied = idx
+	close(s.notify)
+	s.notify = make(chan struct{})
+}
+
+// EventType is the kind of change an Event reports.
+type EventType string
+
+// Event types, as in Kubernetes watch events.
+const (
+	Added    EventType = "ADDED"
+	Modified EventType = "MODIFIED"
+	Deleted  EventType = "DELETED"
+)
+
+// Event is one change to one object. For Deleted, Object is the last state of
+// the object with its resourceVersion set to the revision of the deletion.
+type Event struct {
+	Type     EventType
+	Resource string
+	Object   Object
+	Prev     Object // the object before a Modified or Deleted event
+	RV       uint64
+}
+
+// WatchOptions filters a watch.
+type WatchOptions struct {
+	Resource  string // required
+	Namespace string // "" = all namespaces
+	// SinceRV replays every matching event after this revision from history;
+	// 0 means "from now". ErrGone if history no longer covers it.
+	SinceRV uint64
+	// Buffer is the channel size; a watcher that falls this far behind is
+	// closed with ErrTooSlow. Default 4096.
+	Buffer int
+}
+
+// ErrTooSlow ends a watch whose reader fell too far behind.
+var ErrTooSlow = errors.New("watcher fell too far behind")
+
+// Watcher receives events until Stop is called or it falls behind.
+type Watcher struct {
+	s    *Store
+	opts WatchOptions
+	ch   chan Event
+	// guarded by s.mu:
+	closed bool
+	err    error
+}
+
+// Events delivers the watch events; it is closed when the watch ends.
+func (w *Watcher) Events() <-chan Event { return w.ch }
+
+// Err says why Events was closed (nil after Stop).
+func (w *Watcher) Err() error {
+	w.s.mu.RLock()
+	defer w.s.mu.RUnlock()
+	return w.err
+}
+
+// Stop ends the watch. It is safe to call more than once.
+func (w *Watcher) Stop() {
+	w.s.mu.Lock()
+	defer w.s.mu.Unlock()
+	w.closeLocked(nil)
+}
+
+func (w *Watcher) closeLocked(err error) {
+	if w.closed {
+		return
+	}
+	w.closed, w.err = true, err
+	delete(w.s.watchers, w)
+	close(w.ch)
+}
+
+func (w *Watcher) matches(ev *Event) bool {
+	if ev.Resource != w.opts.Resource {
+		return false
+	}
+	return w.opts.Namespace == "" || ev.Object.GetNamespace() == w.opts.Namespace
+}
+
+// sendLocked delivers ev without blocking; a full buffer ends the watch.
+func (w *Watcher) sendLocked(ev Event) {
+	if w.closed || !w.matches(&ev) {
+		return
+	}
+	select {
+	case w.ch <- ev:
+	default:
+		w.closeLocked(ErrTooSlow)
+	}
+}
+
+// Watch starts a watch. With SinceRV > 0 it first replays history.
+func (s *Store) Watch(opts WatchOptions) (*Watcher, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.watchLocked(opts)
+}
+
+func (s *Store) watchLocked(opts WatchOptions) (*Watcher, error) {
+	if opts.Buffer <= 0 {
+		opts.Buffer = 4096
+	}
+	if opts.SinceRV != 0 && opts.SinceRV < s.histFrom {
+		return nil, ErrGone
+	}
+	var replay []Event
+	if opts.SinceRV != 0 {
+		for i := 0; i < s.histLen; i++ {
+			ev := s.history[(s.histHead+i)%len(s.history)]
+			if ev.RV > opts.SinceRV {
+				replay = append(replay, ev)
+			}
+		}
+	}
+	w := &Watcher{s: s, opts: opts}
+	if n := countMatching(w, replay); n > opts.Buffer {
+		opts.Buffer = n + opts.Buffer
+		w.opts = opts
+	}
+	w.ch = make(chan Event, opts.Buffer)
+	for _, ev := range replay {
+		w.sendLocked(ev)
+	}
+	s.watchers[w] = struct{}{}
+	return w, nil
+}
+
+func countMatching(w *Watcher, evs []Event) int {
+	n := 0
+	for i := range evs {
+		if w.matches(&evs[i]) {
+			n++
+		}
+	}
+	return n
+}
+
+// ListAndWatch lists resource in namespace and starts a watch that delivers
+// every later event and only those, atomically.
+func (s *Store) ListAndWatch(opts WatchOptions) ([]Object, uint64, *Watcher) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	opts.SinceRV = 0
+	objs := s.listLocked(opts.Resource, opts.Namespace, nil)
+	w, _ := s.watchLocked(opts) // cannot fail with SinceRV 0
+	return objs, s.rev, w
+}
+
+// publishLocked records events in history and hands them to watchers.
+func (s *Store) publishLocked(evs []Event) {
+	for _, ev := range evs {
+		if s.histLen == len(s.history) {
+			s.histFrom = s.history[s.histHead].RV
+			s.history[s.histHead] = Event{}
+			s.histHead = (s.histHead + 1) % len(s.history)
+			s.histLen--
+		}
+		s.history[(s.histHead+s.histLen)%len(s.history)] = ev
+		s.histLen++
+		for w := range s.watchers {
+			w.sendLocked(ev)
+		}
+	}
+}
+
+// closeWatchersLocked ends every watch (after a restore: clients re-list).
+func (s *Store) closeWatchersLocked(err error) {
+	for w := range s.watchers {
+		w.closeLocked(err)
+	}
+}
+
+// ErrRestored ends watches when a snapshot replaced the state.
+var ErrRestored = errors.New("state replaced from a snapshot")
+
+// TokenRecord is a join token as the cluster stores it: never the secret.
+type TokenRecord struct {
+	ID          string    `json:"id"`
+	SecretHash  string    `json:"secretHash"`
+	Description string    `json:"description,omitempty"`
+	Created     time.Time `json:"created"`
+	Expires     time.Time `json:"expires"`          // zero = never
+	Uses        int       `json:"uses,omitempty"`   // 0 = unlimited
+	Used        int       `json:"used"`             // successful joins
+	Revoked     bool      `json:"revoked,omitempty"`
+}
+
+// TokenKey is the KV key of a token record.
+func TokenKey(id string) string { return "tokens/" + id }
