@@ -358,9 +358,9 @@ type TokenRecord struct {
 	SecretHash  string    `json:"secretHash"`
 	Description string    `json:"description,omitempty"`
 	Created     time.Time `json:"created"`
-	Expires     time.Time `json:"expires"`          // zero = never
-	Uses        int       `json:"uses,omitempty"`   // 0 = unlimited
-	Used        int       `json:"used"`             // successful joins
+	Expires     time.Time `json:"expires"`        // zero = never
+	Uses        int       `json:"uses,omitempty"` // 0 = unlimited
+	Used        int       `json:"used"`           // successful joins
 	Revoked     bool      `json:"revoked,omitempty"`
 }
 
