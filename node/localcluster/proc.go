@@ -1,0 +1,221 @@
+package localcluster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// procStat is what we read from /proc/PID/stat.
+type procStat struct {
+	state     byte   // R, S, D, T, t, Z, X, …
+	ppid      int    // parent PID
+	startTime uint64 // clock ticks after boot; stable across exec
+}
+
+// readStat parses /proc/PID/stat. The command name may contain spaces and
+// parentheses, so fields are counted from the last ')'.
+func readStat(pid int) (procStat, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return procStat{}, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return procStat{}, fmt.Errorf("/proc/%d/stat: malformed", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// f[0] is field 3 (state); starttime is field 22.
+	if len(f) < 20 {
+		return procStat{}, fmt.Errorf("/proc/%d/stat: malformed", pid)
+	}
+	ppid, err := strconv.Atoi(f[1])
+	if err != nil {
+		return procStat{}, fmt.Errorf("/proc/%d/stat: ppid: %w", pid, err)
+	}
+	st, err := strconv.ParseUint(f[19], 10, 64)
+	if err != nil {
+		return procStat{}, fmt.Errorf("/proc/%d/stat: starttime: %w", pid, err)
+	}
+	return procStat{state: f[0][0], ppid: ppid, startTime: st}, nil
+}
+
+// Process states reported by ProcessState.
+const (
+	ProcRunning = "running"
+	ProcStopped = "stopped"
+	ProcExited  = "exited"
+)
+
+// procState tells whether the process recorded as (pid, startTime) is still
+// the one we started, and whether it is stopped. A zombie counts as exited.
+func procState(pid int, startTime uint64) string {
+	if pid <= 0 {
+		return ProcExited
+	}
+	st, err := readStat(pid)
+	if err != nil || st.startTime != startTime {
+		return ProcExited
+	}
+	switch st.state {
+	case 'Z', 'X', 'x':
+		return ProcExited
+	case 'T', 't':
+		return ProcStopped
+	}
+	return ProcRunning
+}
+
+// signalProc sends sig to pid if it is still the process we started.
+// A process that is gone is success.
+func signalProc(pid int, startTime uint64, sig syscall.Signal) error {
+	if procState(pid, startTime) == ProcExited {
+		return nil
+	}
+	if err := syscall.Kill(pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("signal %v to pid %d: %w", sig, pid, err)
+	}
+	return nil
+}
+
+// waitExit waits until every process in procs has exited or ctx is done.
+func waitExit(ctx context.Context, procs map[int]uint64) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		left := 0
+		for pid, st := range procs {
+			if procState(pid, st) != ProcExited {
+				left++
+			}
+		}
+		if left == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d process(es) still running: %w", left, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// cmdline returns argv of pid.
+func cmdline(pid int) ([]string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return nil, err
+	}
+	return strings.Split(strings.TrimRight(string(b), "\x00"), "\x00"), nil
+}
+
+// nsInode returns the inode of a namespace file (a /run/netns entry or a
+// /proc/PID/ns/net link), which identifies the namespace.
+func nsInode(path string) (uint64, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return 0, err
+	}
+	return st.Ino, nil
+}
+
+// processesIn returns the processes whose network namespace is one of
+// namespaces, plus all their descendants (containerd shims, containers in pod
+// namespaces), with their start times. The calling process and its ancestors
+// are never included.
+func processesIn(namespaces []string) (map[int]uint64, error) {
+	want := map[uint64]bool{}
+	for _, ns := range namespaces {
+		ino, err := nsInode(filepath.Join(netnsDir, ns))
+		if err != nil {
+			if errors.Is(err, os.ErrNotExist) {
+				continue
+			}
+			return nil, err
+		}
+		want[ino] = true
+	}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	stats := map[int]procStat{}
+	children := map[int][]int{}
+	var seeds []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		st, err := readStat(pid)
+		if err != nil || st.state == 'Z' || st.state == 'X' {
+			continue
+		}
+		stats[pid] = st
+		children[st.ppid] = append(children[st.ppid], pid)
+		if len(want) == 0 {
+			continue
+		}
+		if ino, err := nsInode(fmt.Sprintf("/proc/%d/ns/net", pid)); err == nil && want[ino] {
+			seeds = append(seeds, pid)
+		}
+	}
+	exclude := map[int]bool{0: true, 1: true}
+	for pid := os.Getpid(); pid > 1 && !exclude[pid]; pid = stats[pid].ppid {
+		exclude[pid] = true
+	}
+	out := map[int]uint64{}
+	for len(seeds) > 0 {
+		pid := seeds[len(seeds)-1]
+		seeds = seeds[:len(seeds)-1]
+		if exclude[pid] {
+			continue
+		}
+		if _, seen := out[pid]; seen {
+			continue
+		}
+		out[pid] = stats[pid].startTime
+		seeds = append(seeds, children[pid]...)
+	}
+	return out, nil
+}
+
+// killAll SIGKILLs procs and waits (bounded) for them to exit.
+func killAll(procs map[int]uint64) error {
+	var errs []error
+	for pid, st := range procs {
+		if err := signalProc(pid, st, syscall.SIGKILL); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := waitExit(ctx, procs); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// tail returns about the last n lines of a file, for error messages.
+func tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	const max = 64 << 10
+	if len(b) > max {
+		b = b[len(b)-max:]
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
