@@ -1,0 +1,56 @@
+# Shoal — the two commands are `make demo` and `make test` (see README.md).
+SHELL := /bin/bash
+GO    ?= go
+BIN   := bin/shoal
+PKGS  := ./...
+APT_PACKAGES := iptables nftables iproute2 containerd runc busybox-static dnsperf etcd-server etcd-client fio
+FUZZTIME ?= 10s
+
+.PHONY: all build deps test unit e2e fuzz bench demo demo-down lint clean
+
+all: build
+
+# deps installs what the build, the tests and the demo need on a fresh Debian
+# machine (as root): apt packages and Go modules.
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then echo "installing:$$missing"; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		else echo "missing packages:$$missing (run as root to install them)"; fi; \
+	fi
+	$(GO) mod download
+
+build:
+	$(GO) build -o $(BIN) ./cmd/shoal
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+unit:
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /e2e)
+
+fuzz:
+	$(GO) test -run='^$$' -fuzz='^FuzzApply$$' -fuzztime=$(FUZZTIME) ./node/state/
+	$(GO) test -run='^$$' -fuzz='^FuzzParseToken$$' -fuzztime=$(FUZZTIME) ./node/pki/
+	$(GO) test -run='^$$' -fuzz='^FuzzDecodeBody$$' -fuzztime=$(FUZZTIME) ./node/apiserver/
+
+e2e: build
+	$(GO) test -count=1 -timeout 30m -v ./e2e/ 2>&1 | tee /tmp/shoal-e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|e2e:' ; exit $${PIPESTATUS[0]}
+
+# test sets up and runs every test: lint, unit tests with -race, short fuzzing,
+# and the end-to-end tests against real multi-node clusters in namespaces.
+test: deps lint unit fuzz e2e
+
+bench: deps build
+	$(GO) test -run='^$$' -bench=. -benchtime=2s ./node/state/ ./consensus/
+	$(GO) run ./e2e/bench -shoal $(BIN)
+
+demo: deps build
+	./scripts/demo.sh
+
+demo-down:
+	$(BIN) local down --name shoal-demo --dir /tmp/shoal-demo
+
+clean:
+	rm -rf bin

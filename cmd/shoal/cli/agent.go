@@ -1,0 +1,49 @@
+package cli
+
+import (
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shoal-dev/shoal/node"
+)
+
+func newAgentCmd() *cobra.Command {
+	cfg := node.DefaultConfig()
+	var logLevel string
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run a Shoal node (creates a cluster, joins one with --join/--token, or resumes from --data-dir)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var lvl slog.Level
+			if err := lvl.UnmarshalText([]byte(logLevel)); err != nil {
+				return err
+			}
+			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+			cfg.Join = strings.TrimSpace(cfg.Join)
+			n, err := node.New(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			return n.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "node state directory")
+	f.StringVar(&cfg.AdvertiseAddr, "advertise-addr", "", "IP address other nodes and clients reach this node at (required)")
+	f.StringVar(&cfg.BindAddr, "bind-addr", "", "IP address to listen on (default: the advertise address)")
+	f.StringVar(&cfg.NodeName, "node-name", cfg.NodeName, "node name (first start only)")
+	f.StringVar(&cfg.Join, "join", "", "HOST[:PORT] of any cluster member to join through (first start only)")
+	f.StringVar(&cfg.Token, "token", "", "join token (with --join)")
+	f.IntVar(&cfg.APIPort, "api-port", cfg.APIPort, "Kubernetes API and node RPC port (HTTPS)")
+	f.IntVar(&cfg.GossipPort, "gossip-port", cfg.GossipPort, "gossip port (TCP and UDP)")
+	f.IntVar(&cfg.RaftPort, "raft-port", cfg.RaftPort, "raft port (mTLS)")
+	f.IntVar(&cfg.Voters, "voters", cfg.Voters, "target raft voters (3 grows to 5 with five healthy nodes)")
+	f.DurationVar(&cfg.DeadVoterGrace, "dead-voter-grace", cfg.DeadVoterGrace, "how long a voter must be dead before it is replaced")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	_ = cmd.MarkFlagRequired("advertise-addr")
+	return cmd
+}

@@ -1,0 +1,344 @@
+// Command bench drives a real 3-node `shoal local` cluster and prints a table:
+// API write throughput and latency through the leader and a follower at 1,
+// 16 and 100 concurrent clients, leader kill → next committed write, idle
+// RSS and idle disk writes, and this machine's fdatasync latency measured in
+// the same run. It needs root (network namespaces). All traffic stays inside
+// the namespaces the cluster creates.
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/shoal-dev/shoal/node/localcluster"
+)
+
+func main() {
+	shoal := flag.String("shoal", "bin/shoal", "shoal binary")
+	dur := flag.Duration("duration", 5*time.Second, "how long each throughput run lasts")
+	kills := flag.Int("kills", 10, "leader kills to time")
+	idle := flag.Duration("idle", 30*time.Second, "idle window for RSS and disk writes")
+	flag.Parse()
+	if err := run(*shoal, *dur, *kills, *idle); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+type row struct{ what, value, target string }
+
+func run(bin string, dur time.Duration, kills int, idle time.Duration) error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("needs root (network namespaces)")
+	}
+	bin, _ = filepath.Abs(bin)
+	var rows []row
+	add := func(what, value, target string) {
+		rows = append(rows, row{what, value, target})
+		fmt.Fprintf(os.Stderr, "  %s: %s\n", what, value)
+	}
+
+	p50, p99, err := fdatasync(os.TempDir(), 2000)
+	if err != nil {
+		return err
+	}
+	add("fdatasync 4k (this machine)", fmt.Sprintf("p50 %s  p99 %s", ms(p50), ms(p99)), "etcd host: p50 0.13 ms")
+
+	dir, err := os.MkdirTemp("", "shoal-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	ctx := context.Background()
+	c, err := localcluster.Up(ctx, localcluster.Config{Name: "shoal-bench", Dir: filepath.Join(dir, "c"), Nodes: 3, Binary: bin, Stdout: os.Stderr})
+	if err != nil {
+		return err
+	}
+	defer c.Down()
+	hc, err := c.HTTPClient()
+	if err != nil {
+		return err
+	}
+	leader, follower, err := roles(ctx, c, hc)
+	if err != nil {
+		return err
+	}
+
+	// Idle first, before the benchmark fills the log.
+	time.Sleep(3 * time.Second)
+	ln, _ := c.Node(leader)
+	w0 := procWriteBytes(ln.PID)
+	time.Sleep(idle)
+	w1 := procWriteBytes(ln.PID)
+	add("idle RSS, leader agent", fmt.Sprintf("%.1f MiB", float64(rssBytes(ln.PID))/(1<<20)), "≤ 64 MiB")
+	add("idle disk writes, leader agent", fmt.Sprintf("%.1f MiB/hour", float64(w1-w0)/idle.Hours()/(1<<20)), "")
+
+	for _, via := range []string{leader, follower} {
+		n, _ := c.Node(via)
+		role := "leader"
+		if via == follower {
+			role = "follower"
+		}
+		for _, clients := range []int{1, 16, 100} {
+			res, err := writeLoad(ctx, hc, n.IP, fmt.Sprintf("b-%s-%d", role, clients), clients, dur)
+			if err != nil {
+				return err
+			}
+			target := ""
+			switch {
+			case clients == 100:
+				target = "≥ 13,000/s (etcd 3.4 here: 8,850/s via leader, 7,823/s via follower)"
+			case clients == 1:
+				target = "p50 ≤ 0.8 ms (etcd 3.4 here: 0.86 ms)"
+			case clients == 16:
+				target = "(etcd 3.4 here: 4,787/s)"
+			}
+			add(fmt.Sprintf("ConfigMap creates via %s, %d clients", role, clients),
+				fmt.Sprintf("%.0f/s  p50 %s  p99 %s  errors %d", res.rate, ms(res.p50), ms(res.p99), res.errors), target)
+		}
+	}
+
+	var failover []time.Duration
+	for i := 0; i < kills; i++ {
+		d, err := killLeader(ctx, c, hc, i)
+		if err != nil {
+			return fmt.Errorf("leader kill %d: %w", i, err)
+		}
+		failover = append(failover, d)
+	}
+	sort.Slice(failover, func(i, j int) bool { return failover[i] < failover[j] })
+	if len(failover) > 0 {
+		add(fmt.Sprintf("leader kill -9 → next committed write (%d kills)", len(failover)),
+			fmt.Sprintf("p50 %s  p99 %s", ms(pct(failover, 50)), ms(pct(failover, 99))), "p99 ≤ 1 s (etcd 3.4 here: median 1.38 s)")
+	}
+
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "BENCHMARK\tRESULT\tTARGET / PEER")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", r.what, r.value, r.target)
+	}
+	return tw.Flush()
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
+
+func pct(ds []time.Duration, p int) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	i := (len(ds)*p + 99) / 100
+	if i > 0 {
+		i--
+	}
+	return ds[min(i, len(ds)-1)]
+}
+
+// fdatasync measures 4 KiB write+fdatasync latency in dir.
+func fdatasync(dir string, n int) (p50, p99 time.Duration, err error) {
+	f, err := os.CreateTemp(dir, "fsync-")
+	if err != nil {
+		return 0, 0, err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	buf := bytes.Repeat([]byte{'x'}, 4096)
+	ds := make([]time.Duration, 0, n)
+	for i := 0; i < n; i++ {
+		start := time.Now()
+		if _, err := f.Write(buf); err != nil {
+			return 0, 0, err
+		}
+		if err := syscall.Fdatasync(int(f.Fd())); err != nil {
+			return 0, 0, err
+		}
+		ds = append(ds, time.Since(start))
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	return pct(ds, 50), pct(ds, 99), nil
+}
+
+func get(ctx context.Context, hc *http.Client, url string) ([]byte, error) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		return nil, fmt.Errorf("GET %s: %d %s", url, resp.StatusCode, b)
+	}
+	return b, nil
+}
+
+// roles returns the current leader's and one follower's node names.
+func roles(ctx context.Context, c *localcluster.Cluster, hc *http.Client) (leader, follower string, err error) {
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) {
+		for _, n := range c.Nodes() {
+			b, err := get(ctx, hc, fmt.Sprintf("https://%s:6443/internal/v1/members", n.IP))
+			if err != nil {
+				continue
+			}
+			leader, follower = "", ""
+			for _, line := range strings.Split(string(b), "},{") {
+				name := field(line, "name")
+				if strings.Contains(line, `"role":"leader"`) {
+					leader = name
+				} else if strings.Contains(line, `"role":"voter"`) && follower == "" {
+					follower = name
+				}
+			}
+			if leader != "" && follower != "" {
+				return leader, follower, nil
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return "", "", fmt.Errorf("no leader with a voter follower")
+}
+
+func field(s, name string) string {
+	i := strings.Index(s, `"`+name+`":"`)
+	if i < 0 {
+		return ""
+	}
+	s = s[i+len(name)+4:]
+	return s[:strings.IndexByte(s, '"')]
+}
+
+type loadResult struct {
+	rate     float64
+	p50, p99 time.Duration
+	errors   int64
+}
+
+// writeLoad creates ConfigMaps through one node from `clients` goroutines.
+func writeLoad(ctx context.Context, hc *http.Client, ip, prefix string, clients int, dur time.Duration) (loadResult, error) {
+	url := fmt.Sprintf("https://%s:6443/api/v1/namespaces/default/configmaps", ip)
+	var (
+		mu   sync.Mutex
+		lats []time.Duration
+		errs atomic.Int64
+		seq  atomic.Int64
+		wg   sync.WaitGroup
+	)
+	stop := time.Now().Add(dur)
+	start := time.Now()
+	for i := 0; i < clients; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			local := make([]time.Duration, 0, 4096)
+			for time.Now().Before(stop) {
+				body := `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"` + prefix + "-" + strconv.FormatInt(seq.Add(1), 10) +
+					`"},"data":{"payload":"` + strings.Repeat("x", 200) + `"}}`
+				t0 := time.Now()
+				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
+				resp, err := hc.Do(req)
+				if err != nil {
+					errs.Add(1)
+					continue
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusCreated {
+					errs.Add(1)
+					continue
+				}
+				local = append(local, time.Since(t0))
+			}
+			mu.Lock()
+			lats = append(lats, local...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	sort.Slice(lats, func(i, j int) bool { return lats[i] < lats[j] })
+	if len(lats) == 0 {
+		return loadResult{errors: errs.Load()}, fmt.Errorf("no write succeeded through %s (%d errors)", ip, errs.Load())
+	}
+	return loadResult{rate: float64(len(lats)) / elapsed.Seconds(), p50: pct(lats, 50), p99: pct(lats, 99), errors: errs.Load()}, nil
+}
+
+// killLeader kills the leader with SIGKILL and times until a write through a
+// survivor commits; then it restarts the old leader and waits for it.
+func killLeader(ctx context.Context, c *localcluster.Cluster, hc *http.Client, i int) (time.Duration, error) {
+	leader, survivor, err := roles(ctx, c, hc)
+	if err != nil {
+		return 0, err
+	}
+	sn, _ := c.Node(survivor)
+	url := fmt.Sprintf("https://%s:6443/api/v1/namespaces/default/configmaps", sn.IP)
+	body := fmt.Sprintf(`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"failover-%d"}}`, i)
+	start := time.Now()
+	if err := c.Kill(leader); err != nil {
+		return 0, err
+	}
+	var took time.Duration
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		req, _ := http.NewRequestWithContext(rctx, http.MethodPost, url, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := hc.Do(req)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		cancel()
+		if err == nil && (resp.StatusCode == http.StatusCreated || resp.StatusCode == http.StatusConflict) {
+			took = time.Since(start)
+			break
+		}
+		if time.Since(start) > 30*time.Second {
+			return 0, fmt.Errorf("no write committed 30s after killing %s", leader)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := c.Start(leader); err != nil {
+		return 0, err
+	}
+	if err := c.WaitReady(ctx, leader); err != nil {
+		return 0, err
+	}
+	time.Sleep(2 * time.Second) // let it catch up and rejoin as a voter
+	return took, nil
+}
+
+func rssBytes(pid int) int64 {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}
+
+func procWriteBytes(pid int) int64 {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "write_bytes:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			return n
+		}
+	}
+	return 0
+}

@@ -1,0 +1,110 @@
+// Package node wires a Shoal node together: identity and trust (node/pki),
+// raft (consensus) over the replicated store (node/state), gossip membership,
+// the Kubernetes API (node/apiserver) and the leader's duties.
+//
+// Only cmd/shoal imports this package. Leaves (consensus, gossip, netproxy,
+// dns, node/podnet, node/container) never import it: node translates its
+// configuration and cluster objects into their small config types.
+package node
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"time"
+)
+
+// Default ports and paths (DESIGN §8).
+const (
+	DefaultAPIPort    = 6443
+	DefaultGossipPort = 7946
+	DefaultRaftPort   = 7947
+	DefaultDataDir    = "/var/lib/shoal"
+	DefaultVoters     = 3
+	// DefaultPodCIDR is split into one /24 per node.
+	DefaultPodCIDR = "10.42.0.0/16"
+)
+
+// Config configures a node. DefaultConfig is usable once DataDir and
+// AdvertiseAddr are set. Config is not modified after New.
+type Config struct {
+	DataDir       string
+	NodeName      string // default: the host name
+	AdvertiseAddr string // IP other nodes and clients use
+	BindAddr      string // IP to listen on (default AdvertiseAddr)
+	APIPort       int
+	GossipPort    int
+	RaftPort      int
+	Join          string // "host[:port]" of any member, first start only
+	Token         string // join token, with Join
+	// Voters is the target number of raft voters (3; 5 once five nodes are
+	// healthy). An explicit value other than 3 is used as is.
+	Voters int
+	// DeadVoterGrace is how long gossip must report a voter dead before the
+	// leader replaces it with a healthy non-voter.
+	DeadVoterGrace time.Duration
+	PodCIDR        string
+	Logger         *slog.Logger
+	// ProposeTimeout bounds a write that cannot reach a quorum (→ 503).
+	ProposeTimeout time.Duration
+}
+
+// DefaultConfig returns the defaults.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	return Config{
+		DataDir:        DefaultDataDir,
+		NodeName:       host,
+		APIPort:        DefaultAPIPort,
+		GossipPort:     DefaultGossipPort,
+		RaftPort:       DefaultRaftPort,
+		Voters:         DefaultVoters,
+		DeadVoterGrace: 10 * time.Second,
+		PodCIDR:        DefaultPodCIDR,
+		ProposeTimeout: 5 * time.Second,
+	}
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("--data-dir is required"))
+	}
+	if net.ParseIP(c.AdvertiseAddr) == nil {
+		errs = append(errs, fmt.Errorf("--advertise-addr %q is not an IP address", c.AdvertiseAddr))
+	}
+	if c.BindAddr != "" && net.ParseIP(c.BindAddr) == nil {
+		errs = append(errs, fmt.Errorf("--bind-addr %q is not an IP address", c.BindAddr))
+	}
+	for name, p := range map[string]int{"api": c.APIPort, "gossip": c.GossipPort, "raft": c.RaftPort} {
+		if p <= 0 || p > 65535 {
+			errs = append(errs, fmt.Errorf("%s port %d out of range", name, p))
+		}
+	}
+	if (c.Join == "") != (c.Token == "") {
+		errs = append(errs, errors.New("--join and --token go together"))
+	}
+	if c.Voters < 1 {
+		errs = append(errs, fmt.Errorf("--voters must be at least 1, got %d", c.Voters))
+	}
+	if _, _, err := net.ParseCIDR(c.PodCIDR); err != nil {
+		errs = append(errs, fmt.Errorf("pod CIDR: %w", err))
+	}
+	if c.NodeName == "" {
+		errs = append(errs, errors.New("--node-name is required (no host name)"))
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) bindIP() string {
+	if c.BindAddr != "" {
+		return c.BindAddr
+	}
+	return c.AdvertiseAddr
+}
+
+func hostPort(ip string, port int) string { return net.JoinHostPort(ip, strconv.Itoa(port)) }

@@ -1,0 +1,58 @@
+package node
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are the node's own Prometheus metrics; the API server registers
+// its request metrics in the same registry.
+type metrics struct {
+	reg           *prometheus.Registry
+	applyLatency  prometheus.Histogram
+	proposeErrors prometheus.Counter
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		applyLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "shoal_raft_apply_latency_seconds",
+			Help:    "Time from proposing a write to it being applied on this node's replica.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+		proposeErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_raft_propose_errors_total",
+			Help: "Writes that could not be committed (no leader, no quorum, timeout).",
+		}),
+	}
+	m.reg.MustRegister(m.applyLatency, m.proposeErrors,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// registerNodeGauges adds gauges read from the running node at scrape time.
+func (m *metrics) registerNodeGauges(n *Node) {
+	gauge := func(name, help string, f func() float64) {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f))
+	}
+	gauge("shoal_raft_leader", "1 if this node is the raft leader.", func() float64 {
+		if n.raft.IsLeader() {
+			return 1
+		}
+		return 0
+	})
+	gauge("shoal_raft_term", "Current raft term.", func() float64 { return float64(n.raft.Stats().Term) })
+	gauge("shoal_raft_commit_index", "Last committed raft index known here.", func() float64 { return float64(n.raft.Stats().CommitIndex) })
+	gauge("shoal_raft_applied_index", "Last raft index applied to this replica.", func() float64 { return float64(n.raft.AppliedIndex()) })
+	gauge("shoal_raft_peers", "Servers in the raft configuration.", func() float64 {
+		s, err := n.raft.Servers()
+		if err != nil {
+			return 0
+		}
+		return float64(len(s))
+	})
+	gauge("shoal_gossip_members_alive", "Members gossip reports alive (self included).", func() float64 { return float64(len(n.gossip.Alive())) })
+	gauge("shoal_gossip_members", "Members gossip knows, in any state.", func() float64 { return float64(len(n.gossip.Members())) })
+	gauge("shoal_store_revision", "Latest resourceVersion in this replica.", func() float64 { return float64(n.store.Revision()) })
+}
