@@ -1,0 +1,242 @@
+package consensus
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+)
+
+const (
+	// maxBatchBytes caps the command bytes packed into one entry; a single
+	// larger command still goes alone.
+	maxBatchBytes = 4 << 20
+	// maxInflightEntries is how many batch entries may await commit at once.
+	// While they do, new commands queue up and form the next batch.
+	maxInflightEntries = 2
+	// enqueueTimeout bounds how long raft.Apply may wait to hand an entry to
+	// the raft loop; on timeout nothing was written and commands are retried.
+	enqueueTimeout = time.Second
+)
+
+// encodeBatch encodes commands as one batch-v1 entry:
+// type byte, uvarint count, then per command a uvarint length and the bytes.
+func encodeBatch(cmds [][]byte) []byte {
+	size := 1 + binary.MaxVarintLen64
+	for _, c := range cmds {
+		size += binary.MaxVarintLen64 + len(c)
+	}
+	buf := make([]byte, 0, size)
+	buf = append(buf, entryBatchV1)
+	buf = binary.AppendUvarint(buf, uint64(len(cmds)))
+	for _, c := range cmds {
+		buf = binary.AppendUvarint(buf, uint64(len(c)))
+		buf = append(buf, c...)
+	}
+	return buf
+}
+
+// decodeBatch decodes the body of a batch-v1 entry (after the type byte). The
+// returned commands alias b.
+func decodeBatch(b []byte) ([][]byte, error) {
+	n, k := binary.Uvarint(b)
+	if k <= 0 {
+		return nil, errors.New("bad command count")
+	}
+	b = b[k:]
+	// Every command takes at least its one-byte length prefix.
+	if n > uint64(len(b)) {
+		return nil, fmt.Errorf("command count %d exceeds entry size", n)
+	}
+	cmds := make([][]byte, 0, n)
+	for i := range n {
+		l, k := binary.Uvarint(b)
+		if k <= 0 {
+			return nil, fmt.Errorf("command %d: bad length", i)
+		}
+		b = b[k:]
+		if l > uint64(len(b)) {
+			return nil, fmt.Errorf("command %d: length %d exceeds entry", i, l)
+		}
+		cmds = append(cmds, b[:l:l])
+		b = b[l:]
+	}
+	if len(b) != 0 {
+		return nil, fmt.Errorf("%d trailing bytes", len(b))
+	}
+	return cmds, nil
+}
+
+// proposal states; a proposal is applied only if the batcher took it.
+const (
+	proposalQueued int32 = iota
+	proposalTaken
+	proposalAbandoned
+)
+
+// proposal is one command waiting in the leader's batch queue.
+type proposal struct {
+	cmd   []byte
+	state atomic.Int32
+	done  chan result // buffered 1; receives exactly one result once taken
+}
+
+func newProposal(cmd []byte) *proposal {
+	return &proposal{cmd: cmd, done: make(chan result, 1)}
+}
+
+// abandon withdraws a queued proposal. It reports false if the batcher has
+// already taken it, in which case a result will arrive on done.
+func (p *proposal) abandon() bool {
+	return p.state.CompareAndSwap(proposalQueued, proposalAbandoned)
+}
+
+// batcher packs queued proposals into raft entries on the leader.
+type batcher struct {
+	raft     *raft.Raft
+	logger   hclog.Logger
+	maxBatch int
+	queue    chan *proposal
+	inflight chan struct{} // semaphore of maxInflightEntries
+
+	entries  atomic.Uint64 // entries handed to raft.Apply
+	commands atomic.Uint64 // commands in those entries
+}
+
+func newBatcher(r *raft.Raft, maxBatch int, logger hclog.Logger) *batcher {
+	return &batcher{
+		raft:     r,
+		logger:   logger,
+		maxBatch: maxBatch,
+		queue:    make(chan *proposal, maxBatch),
+		inflight: make(chan struct{}, maxInflightEntries),
+	}
+}
+
+// run forms and submits batches until ctx ends. Goroutines waiting on raft
+// futures are tracked by wg.
+func (b *batcher) run(ctx context.Context, wg *sync.WaitGroup) {
+	var carry *proposal // taken from the queue but left for the next batch
+	defer func() { b.drain(carry) }()
+	for {
+		select {
+		case b.inflight <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		batch, size := make([]*proposal, 0, 8), 0
+		take := func(p *proposal) {
+			if p.state.CompareAndSwap(proposalQueued, proposalTaken) {
+				batch = append(batch, p)
+				size += len(p.cmd)
+			}
+		}
+		if carry != nil {
+			take(carry)
+			carry = nil
+		}
+		for len(batch) == 0 {
+			select {
+			case p := <-b.queue:
+				take(p)
+			case <-ctx.Done():
+				<-b.inflight
+				return
+			}
+		}
+	fill:
+		for len(batch) < b.maxBatch {
+			select {
+			case p := <-b.queue:
+				if size+len(p.cmd) > maxBatchBytes {
+					carry = p
+					break fill
+				}
+				take(p)
+			default:
+				break fill
+			}
+		}
+		cmds := make([][]byte, len(batch))
+		for i, p := range batch {
+			cmds[i] = p.cmd
+		}
+		f := b.raft.Apply(encodeBatch(cmds), enqueueTimeout)
+		b.entries.Add(1)
+		b.commands.Add(uint64(len(batch)))
+		wg.Go(func() {
+			defer func() { <-b.inflight }()
+			b.finish(f, batch)
+		})
+	}
+}
+
+// finish waits for an entry and fans the per-command results out.
+func (b *batcher) finish(f raft.ApplyFuture, batch []*proposal) {
+	send := func(i int, r result) { batch[i].done <- r }
+	all := func(r result) {
+		for i := range batch {
+			send(i, r)
+		}
+	}
+	if err := f.Error(); err != nil {
+		all(b.classify(err))
+		return
+	}
+	index := f.Index()
+	switch resp := f.Response().(type) {
+	case [][]byte:
+		if len(resp) != len(batch) {
+			all(failedResult(fmt.Errorf("consensus: entry %d: %d responses for %d commands", index, len(resp), len(batch))))
+			return
+		}
+		for i := range batch {
+			send(i, result{index: index, resp: resp[i], outcome: outcomeOK})
+		}
+	case error:
+		all(failedResult(resp))
+	default:
+		all(failedResult(fmt.Errorf("consensus: entry %d: unexpected apply response %T", index, resp)))
+	}
+}
+
+// classify maps a raft.Apply error to an outcome.
+func (b *batcher) classify(err error) result {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader):
+		addr, id := b.raft.LeaderWithID()
+		return retryResult(&NotLeaderError{LeaderID: string(id), LeaderAddr: string(addr)})
+	case errors.Is(err, raft.ErrEnqueueTimeout), errors.Is(err, raft.ErrAbortedByRestore):
+		return retryResult(err)
+	default:
+		// ErrLeadershipLost, ErrRaftShutdown and anything unforeseen: the
+		// entry may already sit in some log and still commit.
+		return unknownResult(err)
+	}
+}
+
+// drain fails everything still queued when the batcher stops.
+func (b *batcher) drain(carry *proposal) {
+	fail := func(p *proposal) {
+		if p.state.CompareAndSwap(proposalQueued, proposalTaken) {
+			p.done <- retryResult(ErrShutdown)
+		}
+	}
+	if carry != nil {
+		fail(carry)
+	}
+	for {
+		select {
+		case p := <-b.queue:
+			fail(p)
+		default:
+			return
+		}
+	}
+}

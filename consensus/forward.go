@@ -1,0 +1,264 @@
+package consensus
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// serverConn is the server side of one request connection.
+type serverConn struct {
+	conn net.Conn
+	wmu  sync.Mutex // serializes frames
+
+	mu        sync.Mutex
+	lastID    uint64 // guarded by mu: highest request id read for processing
+	goingAway bool   // guarded by mu: no request is accepted any more
+}
+
+// admit reports whether a request just read may be processed.
+func (sc *serverConn) admit(id uint64) bool {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if sc.goingAway {
+		return false
+	}
+	sc.lastID = max(sc.lastID, id)
+	return true
+}
+
+// goAway tells the client which requests will never be processed. After it,
+// admit refuses everything.
+func (sc *serverConn) goAway() {
+	sc.mu.Lock()
+	if sc.goingAway {
+		sc.mu.Unlock()
+		return
+	}
+	sc.goingAway = true
+	last := sc.lastID
+	sc.mu.Unlock()
+	sc.write(0, encodeGoAway(last), goAwayWriteTimeout)
+}
+
+func (sc *serverConn) write(id uint64, payload []byte, timeout time.Duration) {
+	sc.wmu.Lock()
+	defer sc.wmu.Unlock()
+	_ = sc.conn.SetWriteDeadline(time.Now().Add(timeout))
+	if _, err := sc.conn.Write(appendFrame(nil, id, payload)); err != nil {
+		_ = sc.conn.Close()
+	}
+}
+
+// goAwayWriteTimeout bounds writing a GOAWAY frame.
+const goAwayWriteTimeout = time.Second
+
+// serveRPC serves one request connection of the given kind until it breaks,
+// the peer goes idle or the node shuts down. It closes conn.
+func (n *Node) serveRPC(kind byte, conn net.Conn) {
+	sc := &serverConn{conn: conn}
+	if !n.addServing(sc) {
+		sc.goAway() // shutting down: nothing sent on this connection will be read
+		_ = conn.Close()
+		return
+	}
+	// On Shutdown the stream layer closes conn, which ends the read loop; in
+	// between, handlers still answer requests admitted before the GOAWAY.
+	ctx, cancel := context.WithCancel(n.ctx)
+	var handlers sync.WaitGroup
+	defer func() {
+		n.removeServing(sc)
+		cancel()
+		_ = conn.Close()
+		handlers.Wait()
+	}()
+	sem := make(chan struct{}, maxRequestsPerConn)
+	br := bufio.NewReaderSize(conn, 64<<10)
+	for {
+		_ = conn.SetReadDeadline(time.Now().Add(serverIdleTimeout))
+		id, payload, err := readFrame(br)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				sc.goAway() // idle: let the client know nothing is lost
+			} else if !errors.Is(err, io.EOF) && ctx.Err() == nil {
+				n.logger.Debug("request connection closed", "remote", conn.RemoteAddr(), "error", err)
+			}
+			return
+		}
+		if id == 0 || !sc.admit(id) {
+			return
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		handlers.Go(func() {
+			defer func() { <-sem }()
+			sc.write(id, n.handleRequest(ctx, kind, payload), rpcWriteTimeout)
+		})
+	}
+}
+
+// addServing registers a request connection; it fails after Shutdown began.
+func (n *Node) addServing(sc *serverConn) bool {
+	n.servingMu.Lock()
+	defer n.servingMu.Unlock()
+	if n.serving == nil {
+		return false
+	}
+	n.serving[sc] = struct{}{}
+	return true
+}
+
+func (n *Node) removeServing(sc *serverConn) {
+	n.servingMu.Lock()
+	defer n.servingMu.Unlock()
+	delete(n.serving, sc)
+}
+
+// goAwayAll sends GOAWAY on every request connection and refuses new ones.
+func (n *Node) goAwayAll() {
+	n.servingMu.Lock()
+	conns := n.serving
+	n.serving = nil
+	n.servingMu.Unlock()
+	var wg sync.WaitGroup
+	for sc := range conns {
+		wg.Go(sc.goAway)
+	}
+	wg.Wait()
+}
+
+// handleRequest answers one request; the result is a response payload.
+func (n *Node) handleRequest(ctx context.Context, kind byte, payload []byte) []byte {
+	if len(payload) < 4 {
+		return encodeStatus(statusFailed, "short request")
+	}
+	if budget := binary.BigEndian.Uint32(payload); budget > 0 {
+		// Answer a little before the caller gives up, so that a command that
+		// could not be committed in time comes back as certainly not applied.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(budget)*time.Millisecond*9/10)
+		defer cancel()
+	}
+	body := payload[4:]
+	switch kind {
+	case connForward:
+		if n.raft.State() != raft.Leader {
+			return encodeNotLeader(n.notLeader())
+		}
+		return encodeResult(n.proposeLocal(ctx, body), true)
+	case connReadIndex:
+		if n.raft.State() != raft.Leader {
+			return encodeNotLeader(n.notLeader())
+		}
+		return encodeResult(n.readIndexLocal(ctx), false)
+	case connStats:
+		b, err := json.Marshal(n.Stats())
+		if err != nil {
+			return encodeStatus(statusFailed, err.Error())
+		}
+		return append([]byte{statusOK}, b...)
+	default:
+		return encodeStatus(statusFailed, "unknown request kind")
+	}
+}
+
+// encodeResult encodes a proposal (withResp) or read-index result.
+func encodeResult(r result, withResp bool) []byte {
+	switch r.outcome {
+	case outcomeOK:
+		buf := binary.BigEndian.AppendUint64([]byte{statusOK}, r.index)
+		if withResp {
+			buf = append(buf, r.resp...)
+		}
+		return buf
+	case outcomeRetry:
+		var nle *NotLeaderError
+		if errors.As(r.err, &nle) {
+			return encodeNotLeader(nle)
+		}
+		return encodeStatus(statusRetry, r.err.Error())
+	case outcomeUnknown:
+		return encodeStatus(statusUnknown, r.err.Error())
+	default:
+		return encodeStatus(statusFailed, r.err.Error())
+	}
+}
+
+// decodeResult decodes a proposal or read-index response from addr.
+func decodeResult(addr string, rp reply) result {
+	msg := func() error { return &remoteError{addr: addr, msg: string(rp.body)} }
+	switch rp.status {
+	case statusOK:
+		if len(rp.body) < 8 {
+			return failedResult(&remoteError{addr: addr, msg: "short response"})
+		}
+		return result{index: binary.BigEndian.Uint64(rp.body), resp: rp.body[8:], outcome: outcomeOK}
+	case statusNotLeader:
+		nle, err := decodeNotLeader(rp.body)
+		if err != nil {
+			return retryResult(&remoteError{addr: addr, msg: err.Error()})
+		}
+		return retryResult(nle)
+	case statusRetry:
+		return retryResult(msg())
+	case statusUnknown:
+		return unknownResult(msg())
+	default:
+		return failedResult(msg())
+	}
+}
+
+// forwardPropose sends cmd to the leader at addr.
+func (n *Node) forwardPropose(ctx context.Context, addr string, cmd []byte) result {
+	rp, sent, err := n.rpc.call(ctx, addr, connForward, cmd)
+	if err != nil {
+		if !sent {
+			return retryResult(err)
+		}
+		return unknownResult(fmt.Errorf("forwarding to %s: %w", addr, err))
+	}
+	return decodeResult(addr, rp)
+}
+
+// forwardReadIndex asks the leader at addr for a read index.
+func (n *Node) forwardReadIndex(ctx context.Context, addr string) result {
+	rp, _, err := n.rpc.call(ctx, addr, connReadIndex, nil)
+	if err != nil {
+		return retryResult(fmt.Errorf("read index from %s: %w", addr, err))
+	}
+	r := decodeResult(addr, rp)
+	r.resp = nil
+	return r
+}
+
+// FetchStats asks the node at addr (a raft address) for its Stats.
+func (n *Node) FetchStats(ctx context.Context, addr string) (Stats, error) {
+	if addr == n.advertise {
+		return n.Stats(), nil
+	}
+	rp, _, err := n.rpc.call(ctx, addr, connStats, nil)
+	if err != nil {
+		return Stats{}, fmt.Errorf("consensus: fetching stats from %s: %w", addr, err)
+	}
+	if rp.status != statusOK {
+		return Stats{}, &remoteError{addr: addr, msg: string(rp.body)}
+	}
+	var st Stats
+	if err := json.Unmarshal(rp.body, &st); err != nil {
+		return Stats{}, fmt.Errorf("consensus: decoding stats from %s: %w", addr, err)
+	}
+	return st, nil
+}

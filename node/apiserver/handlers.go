@@ -1,0 +1,378 @@
+package apiserver
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilrand "k8s.io/apimachinery/pkg/util/rand"
+
+	"github.com/shoal-dev/shoal/node/state"
+)
+
+// maxUpdateAttempts bounds the read-modify-write retries of an update whose
+// client did not pin a resourceVersion.
+const maxUpdateAttempts = 16
+
+func (s *Server) get(rq *request) {
+	obj, ok := s.store.Get(rq.res.Key(), rq.namespace, rq.name)
+	if !ok {
+		rq.fail(apierrors.NewNotFound(rq.res.groupResource(), rq.name))
+		return
+	}
+	rq.writeObject(http.StatusOK, obj)
+}
+
+// writeObject answers with obj, as a one-row Table when the client asked for one.
+func (rq *request) writeObject(code int, obj state.Object) {
+	if v := tableVersion(rq.r.Header.Get("Accept")); v != "" {
+		t, err := rq.toTable([]state.Object{obj}, v)
+		if err != nil {
+			rq.fail(err)
+			return
+		}
+		rq.writeJSON(code, t)
+		return
+	}
+	rq.writeJSON(code, obj)
+}
+
+// rvOf parses an object's resourceVersion (0 if unset or malformed).
+func rvOf(o interface{ GetResourceVersion() string }) uint64 {
+	v, _ := strconv.ParseUint(o.GetResourceVersion(), 10, 64)
+	return v
+}
+
+func (s *Server) list(rq *request) {
+	filter, err := rq.listFilter()
+	if err != nil {
+		rq.fail(err)
+		return
+	}
+	limit := int64(0)
+	if v := rq.query.Get("limit"); v != "" {
+		if limit, err = strconv.ParseInt(v, 10, 64); err != nil || limit < 0 {
+			rq.fail(badRequest("limit must be a non-negative integer, not %q", v))
+			return
+		}
+	}
+	objs, rev := s.store.List(rq.res.Key(), rq.namespace)
+	listRV := rev
+	start := 0
+	if c := rq.query.Get("continue"); c != "" {
+		tok, err := decodeContinue(c)
+		if err != nil {
+			rq.fail(err)
+			return
+		}
+		if oldest := s.store.OldestWatchRV(); tok.RV < oldest {
+			rq.fail(apierrors.NewResourceExpired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list."))
+			return
+		}
+		listRV = tok.RV
+		start = tok.after(objs)
+	}
+	page := make([]state.Object, 0, min(len(objs)-start, 512))
+	next := ""
+	remaining := int64(0)
+	for i := start; i < len(objs); i++ {
+		o := objs[i]
+		if !filter.matches(o) {
+			continue
+		}
+		if limit > 0 && int64(len(page)) == limit {
+			next = encodeContinue(listRV, page[len(page)-1])
+			if filter.empty() {
+				remaining = int64(len(objs) - i)
+			}
+			break
+		}
+		page = append(page, o)
+	}
+	lm := metav1.ListMeta{ResourceVersion: strconv.FormatUint(listRV, 10), Continue: next}
+	if remaining > 0 {
+		lm.RemainingItemCount = &remaining
+	}
+	if v := tableVersion(rq.r.Header.Get("Accept")); v != "" {
+		t, err := rq.toTable(page, v)
+		if err != nil {
+			rq.fail(err)
+			return
+		}
+		t.ListMeta = lm
+		rq.writeJSON(http.StatusOK, t)
+		return
+	}
+	rq.writeList(page, &lm)
+}
+
+// writeList streams a typed list: {"kind":"ConfigMapList",...,"items":[...]}.
+func (rq *request) writeList(items []state.Object, lm *metav1.ListMeta) {
+	h := rq.w.Header()
+	h.Set("Content-Type", mediaJSON)
+	for _, w := range rq.warnings {
+		h.Add("Warning", "299 - "+strconv.Quote(w))
+	}
+	rq.w.WriteHeader(http.StatusOK)
+	bw := bufio.NewWriterSize(rq.w, 32<<10)
+	enc := json.NewEncoder(bw)
+	apiVersion := rq.res.GroupVersion().String()
+	fmt.Fprintf(bw, `{"kind":%q,"apiVersion":%q,"metadata":`, rq.res.Kind.Kind+"List", apiVersion)
+	_ = enc.Encode(lm)
+	_, _ = bw.WriteString(`,"items":[`)
+	for i, o := range items {
+		if i > 0 {
+			_ = bw.WriteByte(',')
+		}
+		if err := enc.Encode(o); err != nil {
+			// The header is gone: end the document so the client sees a
+			// truncated, undecodable body rather than a wrong one.
+			_, _ = bw.WriteString("}")
+			_ = bw.Flush()
+			return
+		}
+	}
+	_, _ = bw.WriteString("]}\n")
+	_ = bw.Flush()
+}
+
+func (s *Server) create(rq *request) {
+	obj := rq.res.New()
+	if err := rq.decodeBody(obj, rq.res.GVK()); err != nil {
+		rq.fail(err)
+		return
+	}
+	if err := rq.checkNamespace(obj); err != nil {
+		rq.fail(err)
+		return
+	}
+	if obj.GetResourceVersion() != "" {
+		rq.fail(badRequest("resourceVersion should not be set on objects to be created"))
+		return
+	}
+	rq.name = obj.GetName()
+	if rq.res.Namespaced {
+		if err := s.namespaceWritable(rq.namespace); err != nil {
+			rq.fail(err)
+			return
+		}
+	}
+	s.prepareCreate(rq.res, obj)
+	generated := obj.GetName() == "" && obj.GetGenerateName() != ""
+	for attempt := 0; ; attempt++ {
+		if generated {
+			obj.SetName(obj.GetGenerateName() + utilrand.String(5))
+			rq.name = obj.GetName()
+		}
+		setDefaults(obj)
+		setCreateDefaults(obj)
+		if errs := validateObject(rq.res, obj, nil); len(errs) > 0 {
+			rq.fail(apierrors.NewInvalid(rq.res.GVK().GroupKind(), obj.GetName(), errs))
+			return
+		}
+		if rq.dryRun() {
+			rq.writeObject(http.StatusCreated, obj)
+			return
+		}
+		rs, err := s.prop.Propose(rq.r.Context(), state.Create(obj))
+		if err != nil {
+			if generated && attempt < 8 && state.IsCode(err, state.CodeAlreadyExists) {
+				continue
+			}
+			rq.fail(err)
+			return
+		}
+		obj.SetResourceVersion(strconv.FormatUint(rs[0].RV, 10))
+		rq.writeObject(http.StatusCreated, obj)
+		return
+	}
+}
+
+// checkNamespace reconciles the object's namespace with the URL's.
+func (rq *request) checkNamespace(obj state.Object) error {
+	if !rq.res.Namespaced {
+		obj.SetNamespace("")
+		return nil
+	}
+	switch ns := obj.GetNamespace(); {
+	case ns == "":
+		obj.SetNamespace(rq.namespace)
+	case ns != rq.namespace:
+		return badRequest("the namespace of the provided object does not match the namespace sent on the request")
+	}
+	return nil
+}
+
+// checkName verifies that the body names the object of the URL.
+func (rq *request) checkName(name string) error {
+	if name != rq.name {
+		return badRequest("the name of the object (%s) does not match the name on the URL (%s)", name, rq.name)
+	}
+	return nil
+}
+
+// namespaceWritable reports whether objects may be created in ns.
+func (s *Server) namespaceWritable(ns string) error {
+	o, ok := s.store.Get("namespaces", "", ns)
+	if !ok {
+		return apierrors.NewNotFound(corev1.Resource("namespaces"), ns)
+	}
+	if n := o.(*corev1.Namespace); n.DeletionTimestamp != nil || n.Status.Phase == corev1.NamespaceTerminating {
+		return apierrors.NewForbidden(corev1.Resource("namespaces"), ns,
+			fmt.Errorf("unable to create new content in namespace %s because it is being terminated", ns))
+	}
+	return nil
+}
+
+// prepareCreate sets what the server owns on a new object.
+func (s *Server) prepareCreate(r *resource, obj state.Object) {
+	obj.SetUID(s.newUID())
+	obj.SetCreationTimestamp(metav1.NewTime(s.now().Truncate(time.Second)))
+	obj.SetDeletionTimestamp(nil)
+	obj.SetDeletionGracePeriodSeconds(nil)
+	obj.SetManagedFields(nil)
+	obj.SetSelfLink("")
+	obj.SetGeneration(0)
+	if r.hasSpec {
+		obj.SetGeneration(1)
+	}
+	if r.HasStatus && r.Resource != "nodes" { // nodes may be created with their status
+		r.clearStatus(obj)
+	}
+}
+
+func (s *Server) update(rq *request) {
+	switch rq.sub {
+	case "scale":
+		s.updateScale(rq)
+		return
+	}
+	in := rq.res.New()
+	if err := rq.decodeBody(in, rq.res.GVK()); err != nil {
+		rq.fail(err)
+		return
+	}
+	if err := rq.checkName(in.GetName()); err != nil {
+		rq.fail(err)
+		return
+	}
+	if err := rq.checkNamespace(in); err != nil {
+		rq.fail(err)
+		return
+	}
+	if in.GetResourceVersion() != "" && rvOf(in) == 0 {
+		rq.fail(badRequest("invalid resourceVersion %q", in.GetResourceVersion()))
+		return
+	}
+	first := true
+	out, code, err := s.guaranteedUpdate(rq, func(cur state.Object) (state.Object, error) {
+		obj := in
+		if !first {
+			obj = in.DeepCopyObject().(state.Object)
+		}
+		first = false
+		if err := preconditionRV(rq, obj, cur); err != nil {
+			return nil, err
+		}
+		if rq.sub == "status" {
+			next := cur.DeepCopyObject().(state.Object)
+			rq.res.copyStatus(next, obj)
+			return next, nil
+		}
+		return s.prepareUpdate(rq.res, cur, obj)
+	})
+	if err != nil {
+		rq.fail(err)
+		return
+	}
+	rq.writeObject(code, out)
+}
+
+// preconditionRV fails with a conflict when the client pinned a
+// resourceVersion that is not the stored one.
+func preconditionRV(rq *request, obj, cur state.Object) error {
+	if rv := obj.GetResourceVersion(); rv != "" && rv != cur.GetResourceVersion() {
+		return apierrors.NewConflict(rq.res.groupResource(), rq.name,
+			errors.New("the object has been modified; please apply your changes to the latest version and try again"))
+	}
+	return nil
+}
+
+// prepareUpdate turns the client's object into the next stored version of cur:
+// server-owned metadata and (on the main resource) the status are kept,
+// defaults applied, generation bumped when the spec changed.
+func (s *Server) prepareUpdate(r *resource, cur, obj state.Object) (state.Object, error) {
+	if uid := obj.GetUID(); uid != "" && uid != cur.GetUID() {
+		return nil, apierrors.NewConflict(r.groupResource(), cur.GetName(),
+			fmt.Errorf("Precondition failed: UID in precondition: %v, UID in object meta: %v", uid, cur.GetUID()))
+	}
+	obj.SetUID(cur.GetUID())
+	obj.SetCreationTimestamp(cur.GetCreationTimestamp())
+	obj.SetDeletionTimestamp(cur.GetDeletionTimestamp())
+	obj.SetDeletionGracePeriodSeconds(cur.GetDeletionGracePeriodSeconds())
+	obj.SetManagedFields(cur.GetManagedFields())
+	obj.SetSelfLink("")
+	obj.SetGeneration(cur.GetGeneration())
+	if r.HasStatus {
+		r.copyStatus(obj, cur)
+	}
+	setDefaults(obj)
+	if r.hasSpec && !r.specEqual(cur, obj) {
+		obj.SetGeneration(cur.GetGeneration() + 1)
+	}
+	if errs := validateObject(r, obj, cur); len(errs) > 0 {
+		return nil, apierrors.NewInvalid(r.GVK().GroupKind(), obj.GetName(), errs)
+	}
+	return obj, nil
+}
+
+// guaranteedUpdate reads the current object, asks mutate for the next
+// version and writes it conditionally on the read resourceVersion, retrying on
+// a conflict. mutate returning cur unchanged (semantically) is a no-op that
+// writes nothing. An object being deleted whose finalizers become empty is
+// deleted. It returns the stored object and the HTTP code to answer with.
+func (s *Server) guaranteedUpdate(rq *request, mutate func(cur state.Object) (state.Object, error)) (state.Object, int, error) {
+	for attempt := 0; ; attempt++ {
+		cur, ok := s.store.Get(rq.res.Key(), rq.namespace, rq.name)
+		if !ok {
+			return nil, 0, apierrors.NewNotFound(rq.res.groupResource(), rq.name)
+		}
+		next, err := mutate(cur)
+		if err != nil {
+			return nil, 0, err
+		}
+		curRV := rvOf(cur)
+		next.SetResourceVersion(cur.GetResourceVersion())
+		if equality.Semantic.DeepEqual(next, cur) {
+			return cur, http.StatusOK, nil
+		}
+		deleting := next.GetDeletionTimestamp() != nil && len(next.GetFinalizers()) == 0
+		if rq.dryRun() {
+			return next, http.StatusOK, nil
+		}
+		var op state.Op
+		if deleting {
+			op = state.Delete(rq.res.Kind, rq.namespace, rq.name, curRV, string(cur.GetUID()))
+		} else {
+			next.SetResourceVersion("")
+			op = state.Update(next, curRV)
+		}
+		rs, err := s.prop.Propose(rq.r.Context(), op)
+		if err != nil {
+			if state.IsCode(err, state.CodeConflict) && attempt+1 < maxUpdateAttempts {
+				continue
+			}
+			return nil, 0, err
+		}
+		next.SetResourceVersion(strconv.FormatUint(rs[0].RV, 10))
+		return next, http.StatusOK, nil
+	}
+}

@@ -1,0 +1,133 @@
+package apiserver
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"strings"
+
+	"github.com/shoal-dev/shoal/node/state"
+)
+
+// openAPI serves a small OpenAPI v3 description: one PATCH operation per
+// resource carrying x-kubernetes-group-version-kind and the fieldValidation
+// parameter. That is what kubectl looks for to switch to server-side field
+// validation (fieldValidation=Strict) instead of validating on the client.
+// It has no schemas: `kubectl explain` is not supported, and because the
+// operations declare no request body kubectl computes strategic merge patches
+// from its compiled-in types. /openapi/v2 is not served (404), which kubectl
+// tolerates when v3 is present.
+type openAPI struct {
+	root []byte
+	gvs  map[string][]byte // "api/v1", "apis/apps/v1" → document
+}
+
+type oaParam struct {
+	Name     string            `json:"name"`
+	In       string            `json:"in"`
+	Required bool              `json:"required,omitempty"`
+	Schema   map[string]string `json:"schema"`
+	Desc     string            `json:"description,omitempty"`
+}
+
+type oaOperation struct {
+	OperationID string                       `json:"operationId"`
+	Parameters  []oaParam                    `json:"parameters"`
+	Responses   map[string]map[string]string `json:"responses"`
+	Action      string                       `json:"x-kubernetes-action"`
+	GVK         map[string]string            `json:"x-kubernetes-group-version-kind"`
+}
+
+type oaPath struct {
+	Parameters []oaParam    `json:"parameters,omitempty"`
+	Get        *oaOperation `json:"get,omitempty"`
+	Patch      *oaOperation `json:"patch,omitempty"`
+}
+
+func newOpenAPI(version string) (*openAPI, error) {
+	o := &openAPI{gvs: map[string][]byte{}}
+	paths := map[string]map[string]*oaPath{}
+	str := map[string]string{"type": "string"}
+	queryParams := []oaParam{
+		{Name: "dryRun", In: "query", Schema: str, Desc: "All: validate only"},
+		{Name: "fieldManager", In: "query", Schema: str},
+		{Name: "fieldValidation", In: "query", Schema: str, Desc: "Ignore, Warn (default) or Strict"},
+		{Name: "force", In: "query", Schema: map[string]string{"type": "boolean"}},
+	}
+	for _, k := range state.Kinds {
+		gvPath := "api/v1"
+		prefix := "/api/v1/"
+		if k.Group != "" {
+			gvPath = "apis/" + k.Group + "/" + k.Version
+			prefix = "/" + gvPath + "/"
+		}
+		if paths[gvPath] == nil {
+			paths[gvPath] = map[string]*oaPath{}
+		}
+		params := []oaParam{{Name: "name", In: "path", Required: true, Schema: str}}
+		p := prefix + k.Resource + "/{name}"
+		if k.Namespaced {
+			p = prefix + "namespaces/{namespace}/" + k.Resource + "/{name}"
+			params = append(params, oaParam{Name: "namespace", In: "path", Required: true, Schema: str})
+		}
+		gvk := map[string]string{"group": k.Group, "version": k.Version, "kind": k.Kind}
+		id := opID(k)
+		paths[gvPath][p] = &oaPath{
+			Parameters: params,
+			Get: &oaOperation{OperationID: "read" + id, Parameters: []oaParam{}, Action: "get", GVK: gvk,
+				Responses: map[string]map[string]string{"200": {"description": "OK"}}},
+			Patch: &oaOperation{OperationID: "patch" + id, Parameters: queryParams, Action: "patch", GVK: gvk,
+				Responses: map[string]map[string]string{"200": {"description": "OK"}, "201": {"description": "Created"}}},
+		}
+	}
+	type rootEntry struct {
+		URL string `json:"serverRelativeURL"`
+	}
+	root := map[string]map[string]rootEntry{"paths": {}}
+	for gv, ps := range paths {
+		doc := map[string]any{
+			"openapi":    "3.0.0",
+			"info":       map[string]string{"title": "Shoal Kubernetes API", "version": version},
+			"paths":      ps,
+			"components": map[string]any{"schemas": map[string]any{}},
+		}
+		b, err := json.Marshal(doc)
+		if err != nil {
+			return nil, err
+		}
+		o.gvs[gv] = b
+		sum := sha256.Sum256(b)
+		root["paths"][gv] = rootEntry{URL: "/openapi/v3/" + gv + "?hash=" + strings.ToUpper(hex.EncodeToString(sum[:16]))}
+	}
+	var err error
+	if o.root, err = json.Marshal(root); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// opID names an operation as Kubernetes does: patchCoreV1NamespacedConfigMap.
+func opID(k *state.Kind) string {
+	g := "Core"
+	if k.Group != "" {
+		g = strings.ToUpper(k.Group[:1]) + k.Group[1:]
+	}
+	ns := ""
+	if k.Namespaced {
+		ns = "Namespaced"
+	}
+	return g + strings.ToUpper(k.Version[:1]) + k.Version[1:] + ns + k.Kind
+}
+
+func (o *openAPI) serve(rq *request, path string) {
+	if path == "/openapi/v3" {
+		writeRaw(rq, o.root)
+		return
+	}
+	doc, ok := o.gvs[strings.TrimPrefix(path, "/openapi/v3/")]
+	if !ok {
+		rq.fail(notFoundPath())
+		return
+	}
+	writeRaw(rq, doc)
+}

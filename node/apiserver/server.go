@@ -1,0 +1,239 @@
+// Package apiserver is the Kubernetes REST API every Shoal node serves: discovery,
+// OpenAPI v3 (enough for kubectl's server-side validation), CRUD, watch, patch,
+// the status and scale subresources, tables, authentication by client
+// certificate and per-kind strategies (defaulting, validation, status split).
+//
+// Reads and watches are served from the node's local replica (state.Store);
+// writes go through a state.Proposer and are answered once the local replica has
+// applied them, so a client reads its own writes on the node it talks to.
+//
+// The node owns the TLS listener and mounts Server as an http.Handler. Server is
+// safe for concurrent use. Objects read from the store are shared and are never
+// modified here: every write path works on a copy.
+package apiserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/version"
+
+	"github.com/shoal-dev/shoal/node/state"
+)
+
+// DefaultMaxRequestBytes bounds request bodies when Config.MaxRequestBytes is 0.
+const DefaultMaxRequestBytes = 3 << 20
+
+// Config is what the node hands to New. It is not modified after New.
+type Config struct {
+	// Store is the local replica: every read and watch is served from it.
+	Store *state.Store
+	// Proposer commits writes; it returns after the local replica applied them.
+	Proposer state.Proposer
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// NewUID returns a new object UID (default: a random UUID).
+	NewUID func() types.UID
+	// Registerer receives the request metrics (nil: not registered).
+	Registerer prometheus.Registerer
+	// MaxRequestBytes bounds request bodies (default DefaultMaxRequestBytes).
+	MaxRequestBytes int64
+	// Version is what /version reports.
+	Version version.Info
+}
+
+// DefaultVersion is the version Shoal reports when Config.Version is empty:
+// kubectl's dispatcher picks its client by the server's minor version.
+func DefaultVersion() version.Info {
+	return version.Info{
+		Major: "1", Minor: "33", GitVersion: "v1.33.0-shoal", GitCommit: "unknown",
+		GitTreeState: "clean", GoVersion: "go1.26", Compiler: "gc", Platform: "linux/amd64",
+	}
+}
+
+// Validate reports what is missing from a Config.
+func (c *Config) Validate() error {
+	if c.Store == nil {
+		return errors.New("apiserver: Config.Store is required")
+	}
+	if c.Proposer == nil {
+		return errors.New("apiserver: Config.Proposer is required")
+	}
+	if c.MaxRequestBytes < 0 {
+		return errors.New("apiserver: Config.MaxRequestBytes must not be negative")
+	}
+	return nil
+}
+
+// Server serves the Kubernetes API. Create it with New.
+type Server struct {
+	store   *state.Store
+	prop    state.Proposer
+	now     func() time.Time
+	newUID  func() types.UID
+	maxBody int64
+	version version.Info
+
+	metrics *metrics
+	disc    *discovery
+	openapi *openAPI
+
+	// bookmarkInterval is how often a watch that asked for bookmarks gets one.
+	bookmarkInterval time.Duration
+	// authorize decides whether user may make a request; see defaultAuthorize.
+	authorize func(u *userInfo, verb, resource string) bool
+
+	// ctx bounds background work (namespace finalization); Close cancels it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	bg     sync.WaitGroup
+	nsMu   sync.Mutex
+	nsBusy map[string]bool // namespaces being finalized; guarded by nsMu
+}
+
+// New returns a Server for cfg.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		store: cfg.Store, prop: cfg.Proposer, now: cfg.Now, newUID: cfg.NewUID,
+		maxBody: cfg.MaxRequestBytes, version: cfg.Version,
+		bookmarkInterval: time.Minute,
+		authorize:        defaultAuthorize,
+		nsBusy:           map[string]bool{},
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.newUID == nil {
+		s.newUID = func() types.UID { return types.UID(uuid.NewString()) }
+	}
+	if s.maxBody == 0 {
+		s.maxBody = DefaultMaxRequestBytes
+	}
+	if s.version.GitVersion == "" {
+		s.version = DefaultVersion()
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	s.metrics = m
+	if s.disc, err = newDiscovery(); err != nil {
+		return nil, err
+	}
+	if s.openapi, err = newOpenAPI(s.version.GitVersion); err != nil {
+		return nil, err
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.resumeNamespaceFinalization()
+	return s, nil
+}
+
+// Close stops background work (namespace finalization) and waits for it.
+// Requests in flight are not affected.
+func (s *Server) Close() {
+	s.cancel()
+	s.bg.Wait()
+}
+
+// userInfo is the authenticated client: certificate CN and O.
+type userInfo struct {
+	Name   string
+	Groups []string
+}
+
+// authenticate reads the identity from the verified client certificate. The
+// node's listener verifies certificates against the cluster CA
+// (tls.VerifyClientCertIfGiven), so a peer certificate here is a verified one.
+func authenticate(r *http.Request) (*userInfo, bool) {
+	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
+		return nil, false
+	}
+	c := r.TLS.PeerCertificates[0]
+	return &userInfo{Name: c.Subject.CommonName, Groups: c.Subject.Organization}, true
+}
+
+// defaultAuthorize allows the cluster administrators and the nodes everything
+// and everyone else nothing.
+func defaultAuthorize(u *userInfo, verb, resource string) bool {
+	for _, g := range u.Groups {
+		if g == "system:masters" || g == "system:nodes" {
+			return true
+		}
+	}
+	return false
+}
+
+// ServeHTTP authenticates, authorizes, routes and records metrics.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rw := &statusWriter{ResponseWriter: w}
+	rq := &request{s: s, r: r, w: rw, verb: strings.ToLower(r.Method)}
+	defer func() {
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler {
+				panic(p)
+			}
+			if !rw.wrote {
+				rq.fail(apierrors.NewInternalError(fmt.Errorf("internal error while serving %s %s", r.Method, r.URL.Path)))
+			}
+		}
+		s.metrics.observe(rq.verb, rq.metricResource(), rw.code(), time.Since(start))
+	}()
+
+	u, ok := authenticate(r)
+	if !ok {
+		rq.fail(apierrors.NewUnauthorized("Unauthorized: a client certificate signed by the cluster CA is required"))
+		return
+	}
+	rq.user = u
+	s.route(rq)
+}
+
+// statusWriter records the status code for metrics and passes Flush through.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	wrote  bool
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if !w.wrote {
+		w.status, w.wrote = code, true
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if !w.wrote {
+		w.status, w.wrote = http.StatusOK, true
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+func (w *statusWriter) code() int {
+	if !w.wrote {
+		return http.StatusOK
+	}
+	return w.status
+}
