@@ -55,5 +55,5 @@ func (p *raftProposer) Propose(ctx context.Context, ops ...state.Op) ([]state.Re
 // sealer adapts the keyring to state.Sealer.
 type sealer struct{ k *pki.Keyring }
 
-func (s sealer) Seal(p, aad []byte) []byte            { return s.k.Seal(p, aad) }
+func (s sealer) Seal(p, aad []byte) []byte          { return s.k.Seal(p, aad) }
 func (s sealer) Open(b, aad []byte) ([]byte, error) { return s.k.Open(b, aad) }
