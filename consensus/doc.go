@@ -15,7 +15,9 @@
 // [Config.MaxBatch] commands). A follower forwards the command to the leader
 // over the stream layer, where it is batched the same way. Every command in an
 // entry is applied with that entry's index, so commands batched together share
-// an index. Propose retries only while the command has certainly not been
+// an index; Apply is called in entry order, so an FSM that needs a distinct
+// version per command can derive one from the index and the command's
+// position. Propose retries only while the command has certainly not been
 // applied; when the outcome cannot be known it returns an error matching
 // [ErrUnknownOutcome]. Errors after which a retry by the caller may help match
 // [ErrUnavailable].
@@ -38,5 +40,7 @@
 // other. FSMSnapshot.Persist runs in another goroutine, concurrently with
 // Apply. FSM methods must not call back into the Node (Propose from Apply
 // would deadlock). [Node.LeadershipChanges] never blocks raft: it holds only
-// the latest value. A Config must not be changed after it is handed to [New].
+// the latest value, and reports true only once the new leader has applied its
+// whole log, so leader-only work started on it sees current state. A Config
+// must not be changed after it is handed to [New].
 package consensus

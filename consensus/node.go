@@ -101,7 +101,7 @@ type Stats struct {
 // New opens the raft state in cfg.DataDir, starts listening on cfg.BindAddr
 // and starts raft. With cfg.Bootstrap it bootstraps a single-voter cluster,
 // unless raft state already exists.
-func New(cfg Config) (_ *Node, err error) {
+func New(cfg Config) (*Node, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -118,9 +118,11 @@ func New(cfg Config) (_ *Node, err error) {
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 
+	// undo releases what was opened so far if New fails.
 	var undo []func()
+	started := false
 	defer func() {
-		if err != nil {
+		if !started {
 			for i := len(undo) - 1; i >= 0; i-- {
 				undo[i]()
 			}
@@ -132,6 +134,7 @@ func New(cfg Config) (_ *Node, err error) {
 	if err := os.MkdirAll(walDir, 0o700); err != nil {
 		return nil, fmt.Errorf("consensus: creating %s: %w", walDir, err)
 	}
+	var err error
 	n.meta, n.wal, err = openWAL(walDir, logger.Named("wal"), cfg.walSegmentSize)
 	if err != nil {
 		return nil, err
@@ -197,6 +200,7 @@ func New(cfg Config) (_ *Node, err error) {
 	n.wg.Go(n.monitorLeadership)
 	n.wg.Go(n.watchObservations)
 	n.stream.start()
+	started = true
 	return n, nil
 }
 

@@ -20,12 +20,12 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/shoal-dev/shoal/node"
+	shoalnode "github.com/shoal-dev/shoal/node"
 	"github.com/shoal-dev/shoal/node/localcluster"
 )
 
 // members asks a node's internal API who is in the cluster.
-func members(t testing.TB, c *localcluster.Cluster, via string) ([]node.MemberInfo, error) {
+func members(t testing.TB, c *localcluster.Cluster, via string) ([]shoalnode.MemberInfo, error) {
 	t.Helper()
 	hc, err := c.HTTPClient()
 	if err != nil {
@@ -43,12 +43,12 @@ func members(t testing.TB, c *localcluster.Cluster, via string) ([]node.MemberIn
 		b, _ := io.ReadAll(resp.Body)
 		return nil, fmt.Errorf("members: HTTP %d: %s", resp.StatusCode, b)
 	}
-	var ms []node.MemberInfo
+	var ms []shoalnode.MemberInfo
 	return ms, json.NewDecoder(resp.Body).Decode(&ms)
 }
 
 // roles counts raft roles among alive members.
-func roles(ms []node.MemberInfo) (leader string, voters, nonvoters int) {
+func roles(ms []shoalnode.MemberInfo) (leader string, voters, nonvoters int) {
 	for _, m := range ms {
 		switch m.Role {
 		case "leader":
@@ -237,7 +237,7 @@ func TestLeaderKill(t *testing.T) {
 	}
 }
 
-func idOf(ms []node.MemberInfo, name string) string {
+func idOf(ms []shoalnode.MemberInfo, name string) string {
 	for _, m := range ms {
 		if m.Name == name {
 			return m.ID
@@ -374,7 +374,7 @@ func clusterIDs(t *testing.T, c *localcluster.Cluster) []string {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var id node.Identity
+		var id shoalnode.Identity
 		if err := json.Unmarshal(b, &id); err != nil {
 			t.Fatal(err)
 		}

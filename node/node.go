@@ -472,7 +472,7 @@ func (n *Node) waitCaughtUp(ctx context.Context) error {
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		idx, err := n.raft.ReadIndex(rctx)
 		if err == nil {
-			err = n.waitRaftApplied(rctx, idx)
+			err = n.raft.WaitApplied(rctx, idx)
 		}
 		cancel()
 		if err == nil {
@@ -488,19 +488,6 @@ func (n *Node) waitCaughtUp(ctx context.Context) error {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-}
-
-// waitRaftApplied waits until raft applied idx (which may be a log entry the
-// FSM never sees, such as a configuration change).
-func (n *Node) waitRaftApplied(ctx context.Context, idx uint64) error {
-	for n.raft.AppliedIndex() < idx {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
-	return nil
 }
 
 // bootstrapState writes the initial state of a new cluster: its identity,

@@ -27,11 +27,11 @@ func (p *raftProposer) Propose(ctx context.Context, ops ...state.Op) ([]state.Re
 	if err != nil {
 		return nil, err
 	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, p.timeout)
-		defer cancel()
-	}
+	// A write that cannot reach a quorum fails within p.timeout, whatever
+	// longer deadline the client asked for (?timeout=30s): a clear 503 soon
+	// beats a hung request.
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
 	start := time.Now()
 	idx, resp, err := p.raft.Propose(ctx, cmd)
 	if err != nil {

@@ -770,7 +770,7 @@ func (c *Cluster) Partition(name string) error {
 	if err != nil {
 		return err
 	}
-	if err := partition(context.Background(), n.Namespace); err != nil {
+	if err := partition(context.Background(), n.Namespace, c.State().BridgeIP); err != nil {
 		return fmt.Errorf("partitioning %s: %w", n.Name, err)
 	}
 	return nil
@@ -782,7 +782,7 @@ func (c *Cluster) Heal(name string) error {
 	if err != nil {
 		return err
 	}
-	if err := heal(context.Background(), n.Namespace); err != nil {
+	if err := heal(context.Background(), n.Namespace, c.State().BridgeIP); err != nil {
 		return fmt.Errorf("healing %s: %w", n.Name, err)
 	}
 	return nil

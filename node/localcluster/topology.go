@@ -257,11 +257,14 @@ func setAddrIn(nodeNS string, addr netip.Prefix, gw netip.Addr) error {
 
 // partitionRules are the iptables rules (without -A/-I/-D/-C) that cut a
 // node off its LAN interface; loopback is untouched.
-func partitionRules() [][]string {
+// partitionRules cut a node off from every other node on the LAN. The lan
+// namespace's own address (client) stays reachable, so tests and kubectl can
+// still talk to the cut-off node and see how it behaves without its peers.
+func partitionRules(client string) [][]string {
 	c := []string{"-m", "comment", "--comment", partitionComment, "-j", "DROP"}
 	return [][]string{
-		append([]string{"INPUT", "-i", nodeIface}, c...),
-		append([]string{"OUTPUT", "-o", nodeIface}, c...),
+		append([]string{"INPUT", "-i", nodeIface, "!", "-s", client}, c...),
+		append([]string{"OUTPUT", "-o", nodeIface, "!", "-d", client}, c...),
 	}
 }
 
@@ -272,8 +275,8 @@ func iptablesIn(ctx context.Context, ns string, args ...string) error {
 }
 
 // partition inserts the DROP rules (first in their chains) unless present.
-func partition(ctx context.Context, nodeNS string) error {
-	for _, r := range partitionRules() {
+func partition(ctx context.Context, nodeNS, client string) error {
+	for _, r := range partitionRules(client) {
 		if iptablesIn(ctx, nodeNS, append([]string{"-C"}, r...)...) == nil {
 			continue
 		}
@@ -285,8 +288,8 @@ func partition(ctx context.Context, nodeNS string) error {
 }
 
 // heal deletes every copy of the DROP rules; none left is success.
-func heal(ctx context.Context, nodeNS string) error {
-	for _, r := range partitionRules() {
+func heal(ctx context.Context, nodeNS, client string) error {
+	for _, r := range partitionRules(client) {
 		for i := 0; i < 100 && iptablesIn(ctx, nodeNS, append([]string{"-C"}, r...)...) == nil; i++ {
 			if err := iptablesIn(ctx, nodeNS, append([]string{"-D"}, r...)...); err != nil {
 				return err

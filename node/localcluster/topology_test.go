@@ -85,13 +85,14 @@ func TestTopology(t *testing.T) {
 		t.Errorf("Command in lan: %v\n%s", err, out)
 	}
 
-	// Partition cuts n2 off in both directions; loopback still works.
+	// Partition cuts n2 off from the other nodes in both directions; the lan
+	// namespace (the clients' host) and loopback still reach it.
 	for range 2 { // idempotent
 		if err := c.Partition(n2.Name); err != nil {
 			t.Fatal(err)
 		}
 	}
-	wantNoReach(lan, "lan", n2.IP)
+	wantReach(lan, "lan", n2)
 	wantNoReach(from(n2.Namespace), n2.Name, n1.IP)
 	wantNoReach(from(n1.Namespace), n1.Name, n2.IP)
 	wantReach(lan, "lan", n1)

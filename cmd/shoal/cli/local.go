@@ -110,7 +110,7 @@ the machine's own network namespace: reach the cluster with "shoal local exec --
 		nodeCmd("kill", "SIGKILL a node's agent", (*localcluster.Cluster).Kill),
 		nodeCmd("stop", "SIGSTOP a node's agent (freeze it)", (*localcluster.Cluster).Stop),
 		nodeCmd("cont", "SIGCONT a node's agent", (*localcluster.Cluster).Cont),
-		nodeCmd("partition", "Drop all traffic on a node's LAN interface", (*localcluster.Cluster).Partition),
+		nodeCmd("partition", "Cut a node off from the other nodes (clients in the lan namespace still reach it)", (*localcluster.Cluster).Partition),
 		nodeCmd("heal", "Undo partition", (*localcluster.Cluster).Heal),
 	)
 
