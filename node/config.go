@@ -50,6 +50,10 @@ type Config struct {
 	Logger         *slog.Logger
 	// ProposeTimeout bounds a write that cannot reach a quorum (→ 503).
 	ProposeTimeout time.Duration
+	// SnapshotThreshold and SnapshotInterval tune raft snapshots (0 = the
+	// consensus defaults); tests lower them to exercise snapshots.
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
 }
 
 // DefaultConfig returns the defaults.

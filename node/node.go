@@ -235,6 +235,12 @@ func (n *Node) Run(ctx context.Context) error {
 	rcfg.TLS = n.mTLSConfig()
 	rcfg.Bootstrap = n.bootstrap
 	rcfg.FSM = n.fsm
+	if n.cfg.SnapshotThreshold > 0 {
+		rcfg.SnapshotThreshold = n.cfg.SnapshotThreshold
+	}
+	if n.cfg.SnapshotInterval > 0 {
+		rcfg.SnapshotInterval = n.cfg.SnapshotInterval
+	}
 	var err error
 	if n.raft, err = consensus.New(rcfg); err != nil {
 		return fmt.Errorf("starting raft: %w", err)

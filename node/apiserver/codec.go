@@ -236,8 +236,16 @@ func decodeObject(mt string, data []byte, into runtime.Object, gvk schema.GroupV
 		}
 		strict = append(strict, s...)
 	case mediaProtobuf:
-		if _, _, err := protobufSerializer.Decode(data, &gvk, into); err != nil {
+		out, actual, err := protobufSerializer.Decode(data, &gvk, into)
+		if err != nil {
 			return nil, badRequest("%s in version %q cannot be handled as a %s: %v", gvk.Kind, gvk.Version, gvk.Kind, err)
+		}
+		if out != into || actual == nil || *actual != gvk {
+			got := "unknown"
+			if actual != nil {
+				got = actual.String()
+			}
+			return nil, badRequest("the body is a %s, expected %s", got, gvk.String())
 		}
 	default:
 		return nil, unsupportedMediaType(fmt.Sprintf("the body of the request was in an unknown format %q: accepted media types are application/json, application/yaml and application/vnd.kubernetes.protobuf", mt))

@@ -101,7 +101,7 @@ func TestDiscovery(t *testing.T) {
 	find("/apis/batch/v1", "cronjobs")
 	e.ok(req{method: "GET", path: "/apis/apps"}, 200, nil)
 	e.ok(req{method: "GET", path: "/apis/nope/v1"}, 404, nil)
-	e.ok(req{method: "GET", path: "/openapi/v2"}, 404, nil)
+	e.ok(req{method: "GET", path: "/openapi/v2"}, 200, nil)
 }
 
 // TestOpenAPIFieldValidation parses the OpenAPI v3 documents the way kubectl

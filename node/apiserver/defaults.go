@@ -36,6 +36,19 @@ func setDefaults(obj state.Object) {
 		if o.Type == "" {
 			o.Type = corev1.SecretTypeOpaque
 		}
+		// stringData is write-only: it is merged into data (winning over it)
+		// and never stored, as in Kubernetes.
+		if len(o.StringData) > 0 {
+			d := make(map[string][]byte, len(o.Data)+len(o.StringData))
+			for k, v := range o.Data {
+				d[k] = v
+			}
+			for k, v := range o.StringData {
+				d[k] = []byte(v)
+			}
+			o.Data = d
+		}
+		o.StringData = nil
 	case *corev1.Namespace:
 		if o.Labels[labelNamespaceName] != o.Name {
 			l := make(map[string]string, len(o.Labels)+1)

@@ -41,8 +41,12 @@ func (rq *request) deleteOptions() (*metav1.DeleteOptions, error) {
 		switch mt := mediaType(rq.r.Header.Get("Content-Type")); mt {
 		case mediaProtobuf:
 			gvk := schema.GroupVersionKind{Group: "meta.k8s.io", Version: "v1", Kind: "DeleteOptions"}
-			if _, _, err := protobufSerializer.Decode(body, &gvk, opts); err != nil {
+			out, _, err := protobufSerializer.Decode(body, &gvk, opts)
+			if err != nil {
 				return nil, badRequest("decoding DeleteOptions: %v", err)
+			}
+			if out != opts {
+				return nil, badRequest("the body is not a DeleteOptions")
 			}
 		case "", mediaJSON, "*/*":
 			if err := kjson.UnmarshalCaseSensitivePreserveInts(body, opts); err != nil {

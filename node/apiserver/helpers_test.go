@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http/httptest"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -172,6 +173,10 @@ func (e *testEnv) ok(r req, want int, out any) *httptest.ResponseRecorder {
 		e.t.Fatalf("%s %s: code %d, want %d: %s", r.method, r.path, w.Code, want, w.Body.String())
 	}
 	if out != nil {
+		// Decode into a zero value: unmarshalling into a used struct merges maps.
+		if v := reflect.ValueOf(out); v.Kind() == reflect.Pointer && !v.IsNil() {
+			v.Elem().Set(reflect.Zero(v.Elem().Type()))
+		}
 		if err := json.Unmarshal(w.Body.Bytes(), out); err != nil {
 			e.t.Fatalf("%s %s: decoding %T: %v\n%s", r.method, r.path, out, err, w.Body.String())
 		}

@@ -4,7 +4,13 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	"net/http"
+	"strconv"
 	"strings"
+
+	openapiv2 "github.com/google/gnostic-models/openapiv2"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/shoal-dev/shoal/node/state"
 )
@@ -15,11 +21,37 @@ import (
 // validation (fieldValidation=Strict) instead of validating on the client.
 // It has no schemas: `kubectl explain` is not supported, and because the
 // operations declare no request body kubectl computes strategic merge patches
-// from its compiled-in types. /openapi/v2 is not served (404), which kubectl
-// tolerates when v3 is present.
+// from its compiled-in types.
+//
+// /openapi/v2 carries the same operations. kubectl 1.27 and 1.28 fail
+// `apply` when it is missing (their validator loads it unconditionally);
+// client-go asks for it as a gnostic protobuf document.
 type openAPI struct {
-	root []byte
-	gvs  map[string][]byte // "api/v1", "apis/apps/v1" → document
+	root   []byte
+	gvs    map[string][]byte // "api/v1", "apis/apps/v1" → document
+	v2JSON []byte
+	v2PB   []byte
+}
+
+// mediaOpenAPIv2PB is the Content-Type of the protobuf v2 document. Clients
+// ask for "…spec.v2@v1.0+protobuf"; the answer spells it with a dot, as
+// kube-openapi does, because "@" is not valid in a media type and client-go
+// parses the response's.
+const mediaOpenAPIv2PB = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+
+type oaV2Param struct {
+	Name string `json:"name"`
+	In   string `json:"in"`
+	Type string `json:"type"`
+}
+
+type oaV2Operation struct {
+	OperationID string                       `json:"operationId"`
+	Consumes    []string                     `json:"consumes,omitempty"`
+	Parameters  []oaV2Param                  `json:"parameters"`
+	Responses   map[string]map[string]string `json:"responses"`
+	Action      string                       `json:"x-kubernetes-action"`
+	GVK         map[string]string            `json:"x-kubernetes-group-version-kind"`
 }
 
 type oaParam struct {
@@ -54,6 +86,7 @@ func newOpenAPI(version string) (*openAPI, error) {
 		{Name: "fieldValidation", In: "query", Schema: str, Desc: "Ignore, Warn (default) or Strict"},
 		{Name: "force", In: "query", Schema: map[string]string{"type": "boolean"}},
 	}
+	v2Paths := map[string]map[string]*oaV2Operation{}
 	for _, k := range state.Kinds {
 		gvPath := "api/v1"
 		prefix := "/api/v1/"
@@ -72,6 +105,15 @@ func newOpenAPI(version string) (*openAPI, error) {
 		}
 		gvk := map[string]string{"group": k.Group, "version": k.Version, "kind": k.Kind}
 		id := opID(k)
+		v2Paths[p] = map[string]*oaV2Operation{"patch": {
+			OperationID: "patch" + id, Action: "patch", GVK: gvk,
+			Consumes: []string{"application/json-patch+json", "application/merge-patch+json", "application/strategic-merge-patch+json"},
+			Parameters: []oaV2Param{
+				{Name: "dryRun", In: "query", Type: "string"}, {Name: "fieldManager", In: "query", Type: "string"},
+				{Name: "fieldValidation", In: "query", Type: "string"}, {Name: "force", In: "query", Type: "boolean"},
+			},
+			Responses: map[string]map[string]string{"200": {"description": "OK"}},
+		}}
 		paths[gvPath][p] = &oaPath{
 			Parameters: params,
 			Get: &oaOperation{OperationID: "read" + id, Parameters: []oaParam{}, Action: "get", GVK: gvk,
@@ -103,6 +145,20 @@ func newOpenAPI(version string) (*openAPI, error) {
 	if o.root, err = json.Marshal(root); err != nil {
 		return nil, err
 	}
+	if o.v2JSON, err = json.Marshal(map[string]any{
+		"swagger": "2.0",
+		"info":    map[string]string{"title": "Shoal Kubernetes API", "version": version},
+		"paths":   v2Paths,
+	}); err != nil {
+		return nil, err
+	}
+	doc, err := openapiv2.ParseDocument(o.v2JSON)
+	if err != nil {
+		return nil, fmt.Errorf("building the OpenAPI v2 document: %w", err)
+	}
+	if o.v2PB, err = proto.Marshal(doc); err != nil {
+		return nil, fmt.Errorf("encoding the OpenAPI v2 document: %w", err)
+	}
 	return o, nil
 }
 
@@ -120,6 +176,18 @@ func opID(k *state.Kind) string {
 }
 
 func (o *openAPI) serve(rq *request, path string) {
+	if path == "/openapi/v2" || path == "/swagger-2.0.0.pb-v1" {
+		if strings.Contains(rq.r.Header.Get("Accept"), "protobuf") || path == "/swagger-2.0.0.pb-v1" {
+			h := rq.w.Header()
+			h.Set("Content-Type", mediaOpenAPIv2PB)
+			h.Set("Content-Length", strconv.Itoa(len(o.v2PB)))
+			rq.w.WriteHeader(http.StatusOK)
+			_, _ = rq.w.Write(o.v2PB)
+			return
+		}
+		writeRaw(rq, o.v2JSON)
+		return
+	}
 	if path == "/openapi/v3" {
 		writeRaw(rq, o.root)
 		return

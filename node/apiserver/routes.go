@@ -76,7 +76,7 @@ func (s *Server) route(rq *request) {
 		_, _ = rq.w.Write([]byte("ok"))
 	case p == "/api" || p == "/apis" || p == "/api/v1" || strings.HasPrefix(p, "/apis/"):
 		s.disc.serve(rq, p)
-	case p == "/openapi/v3" || strings.HasPrefix(p, "/openapi/v3/"):
+	case p == "/openapi/v3" || strings.HasPrefix(p, "/openapi/v3/") || p == "/openapi/v2" || p == "/swagger-2.0.0.pb-v1":
 		s.openapi.serve(rq, p)
 	default:
 		rq.fail(notFoundPath())

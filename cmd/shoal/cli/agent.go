@@ -44,6 +44,10 @@ func newAgentCmd() *cobra.Command {
 	f.IntVar(&cfg.Voters, "voters", cfg.Voters, "target raft voters (3 grows to 5 with five healthy nodes)")
 	f.DurationVar(&cfg.DeadVoterGrace, "dead-voter-grace", cfg.DeadVoterGrace, "how long a voter must be dead before it is replaced")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.Uint64Var(&cfg.SnapshotThreshold, "raft-snapshot-threshold", 0, "raft log entries between snapshots (0 = default)")
+	f.DurationVar(&cfg.SnapshotInterval, "raft-snapshot-interval", 0, "how often raft checks whether to snapshot (0 = default)")
+	_ = f.MarkHidden("raft-snapshot-threshold")
+	_ = f.MarkHidden("raft-snapshot-interval")
 	_ = cmd.MarkFlagRequired("advertise-addr")
 	return cmd
 }
