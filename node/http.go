@@ -10,6 +10,7 @@ import (
 	"log"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"runtime"
 	"slices"
 	"sort"
@@ -63,6 +64,8 @@ func (n *Node) httpHandler() (http.Handler, error) {
 	mux.Handle("/internal/v1/kubeconfig", n.requireCluster(http.HandlerFunc(n.handleKubeconfig)))
 	mux.Handle("/internal/v1/members", n.requireCluster(http.HandlerFunc(n.handleMembers)))
 	mux.Handle("/internal/v1/leave", n.requireCluster(http.HandlerFunc(n.handleLeave)))
+	mux.Handle("/debug/pprof/", n.requireCluster(http.HandlerFunc(pprof.Index)))
+	mux.Handle("/debug/pprof/profile", n.requireCluster(http.HandlerFunc(pprof.Profile)))
 	mux.Handle("/", api)
 	return mux, nil
 }

@@ -32,11 +32,42 @@ func main() {
 	dur := flag.Duration("duration", 5*time.Second, "how long each throughput run lasts")
 	kills := flag.Int("kills", 10, "leader kills to time")
 	idle := flag.Duration("idle", 30*time.Second, "idle window for RSS and disk writes")
+	loadDir := flag.String("load", "", "only drive writes at an existing `shoal local` cluster in this dir (for profiling)")
+	clients := flag.Int("clients", 100, "clients for -load")
 	flag.Parse()
+	if *loadDir != "" {
+		if err := loadOnly(*loadDir, *clients, *dur); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(*shoal, *dur, *kills, *idle); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
+}
+
+func loadOnly(dir string, clients int, dur time.Duration) error {
+	c, err := localcluster.Load(dir)
+	if err != nil {
+		return err
+	}
+	hc, err := c.HTTPClient()
+	if err != nil {
+		return err
+	}
+	leader, _, err := roles(context.Background(), c, hc)
+	if err != nil {
+		return err
+	}
+	n, _ := c.Node(leader)
+	res, err := writeLoad(context.Background(), hc, n.IP, fmt.Sprintf("load-%d", time.Now().UnixNano()), clients, dur)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("via leader %s, %d clients: %.0f/s p50 %s p99 %s errors %d\n", leader, clients, res.rate, ms(res.p50), ms(res.p99), res.errors)
+	return nil
 }
 
 type row struct{ what, value, target string }
@@ -229,6 +260,12 @@ type loadResult struct {
 
 // writeLoad creates ConfigMaps through one node from `clients` goroutines.
 func writeLoad(ctx context.Context, hc *http.Client, ip, prefix string, clients int, dur time.Duration) (loadResult, error) {
+	// One kept-alive connection per client, as a real client pool has: the
+	// benchmark measures writes, not TLS handshakes.
+	tr := hc.Transport.(*http.Transport).Clone()
+	tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 2*clients, 2*clients
+	defer tr.CloseIdleConnections()
+	hc = &http.Client{Transport: tr, Timeout: 30 * time.Second}
 	url := fmt.Sprintf("https://%s:6443/api/v1/namespaces/default/configmaps", ip)
 	var (
 		mu   sync.Mutex

@@ -192,12 +192,10 @@ func strictFieldError(e error) *field.Error {
 	if path == "" {
 		return &field.Error{Type: field.ErrorTypeInvalid, Field: "<body>", BadValue: "", Detail: msg}
 	}
-	detail := "unknown field"
 	if strings.HasPrefix(msg, "duplicate field") {
-		detail = "duplicate field"
-		return field.Duplicate(field.NewPath(path), path)
+		return &field.Error{Type: field.ErrorTypeDuplicate, Field: path, BadValue: "", Detail: "duplicate field"}
 	}
-	return &field.Error{Type: field.ErrorTypeForbidden, Field: path, Detail: detail + " (field not declared in schema)"}
+	return &field.Error{Type: field.ErrorTypeForbidden, Field: path, Detail: "unknown field (field not declared in schema)"}
 }
 
 // decodeObject decodes data of media type mt into into. It returns the

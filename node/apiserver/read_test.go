@@ -375,3 +375,26 @@ type memSink struct{ bytes.Buffer }
 func (m *memSink) ID() string    { return "mem" }
 func (m *memSink) Cancel() error { return nil }
 func (m *memSink) Close() error  { return nil }
+
+func TestKindFieldSelectors(t *testing.T) {
+	e := newEnv(t)
+	for i, reason := range []string{"Pulled", "Failed", "Pulled"} {
+		ev := &corev1.Event{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("ev%d", i)}, Reason: reason, Type: "Normal",
+			InvolvedObject: corev1.ObjectReference{Kind: "Pod", Namespace: "default", Name: fmt.Sprintf("pod%d", i%2)}}
+		e.ok(req{method: "POST", path: "/api/v1/namespaces/default/events", body: ev}, 201, nil)
+	}
+	var el corev1.EventList
+	e.ok(req{method: "GET", path: "/api/v1/namespaces/default/events?fieldSelector=involvedObject.kind%3DPod,involvedObject.name%3Dpod0,reason%3DPulled,type%3DNormal"}, 200, &el)
+	if len(el.Items) != 2 {
+		t.Fatalf("events by involvedObject: %d", len(el.Items))
+	}
+	e.ok(req{method: "POST", path: "/api/v1/namespaces/default/secrets", body: &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "tls"}, Type: corev1.SecretTypeTLS,
+		Data: map[string][]byte{"tls.crt": []byte("c"), "tls.key": []byte("k")}}}, 201, nil)
+	e.ok(req{method: "POST", path: "/api/v1/namespaces/default/secrets", body: &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "plain"}}}, 201, nil)
+	var sl corev1.SecretList
+	e.ok(req{method: "GET", path: "/api/v1/secrets?fieldSelector=type%3Dkubernetes.io/tls"}, 200, &sl)
+	if len(sl.Items) != 1 || sl.Items[0].Name != "tls" {
+		t.Fatalf("secrets by type: %d", len(sl.Items))
+	}
+	e.ok(req{method: "GET", path: "/api/v1/namespaces/default/secrets?fieldSelector=reason%3Dx"}, 400, nil)
+}

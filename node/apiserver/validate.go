@@ -75,7 +75,7 @@ func validateObject(r *resource, obj, old state.Object) field.ErrorList {
 				errs = append(errs, field.Invalid(field.NewPath("type"), o.Type, "field is immutable"))
 			}
 			errs = append(errs, validateImmutableData(o.Immutable, os.Immutable,
-				equality.Semantic.DeepEqual(o.Data, os.Data) && equality.Semantic.DeepEqual(o.StringData, os.StringData))...)
+				equality.Semantic.DeepEqual(o.Data, os.Data))...)
 		}
 	case *corev1.Endpoints:
 		errs = append(errs, validateEndpoints(o)...)
@@ -169,17 +169,10 @@ func validateImmutableData(newImm, oldImm *bool, dataEqual bool) field.ErrorList
 }
 
 func validateSecret(o *corev1.Secret) field.ErrorList {
+	// stringData has been merged into data by setDefaults.
 	errs := validateData(o.Data, nil)
-	for k := range o.StringData {
-		for _, msg := range validation.IsConfigMapKey(k) {
-			errs = append(errs, field.Invalid(field.NewPath("stringData").Key(k), k, msg))
-		}
-	}
 	has := func(k string) bool {
-		if _, ok := o.Data[k]; ok {
-			return true
-		}
-		_, ok := o.StringData[k]
+		_, ok := o.Data[k]
 		return ok
 	}
 	switch o.Type {
