@@ -23,6 +23,21 @@ type serverConn struct {
 	mu        sync.Mutex
 	lastID    uint64 // guarded by mu: highest request id read for processing
 	goingAway bool   // guarded by mu: no request is accepted any more
+
+	// baseline is the smallest receive−sent-at seen (ms): clock skew plus
+	// the fastest transit. Only the read loop uses it.
+	baseline    int64
+	hasBaseline bool
+}
+
+// transit estimates how long a request sent at sentAtMs (the peer's clock)
+// spent on the way, relative to the fastest request seen on this connection.
+func (sc *serverConn) transit(sentAtMs int64) time.Duration {
+	offset := time.Now().UnixMilli() - sentAtMs
+	if !sc.hasBaseline || offset < sc.baseline {
+		sc.baseline, sc.hasBaseline = offset, true
+	}
+	return time.Duration(offset-sc.baseline) * time.Millisecond
 }
 
 // admit reports whether a request just read may be processed.
@@ -103,9 +118,13 @@ func (n *Node) serveRPC(kind byte, conn net.Conn) {
 		case <-ctx.Done():
 			return
 		}
+		var transit time.Duration
+		if len(payload) >= requestHeaderLen {
+			transit = sc.transit(int64(binary.BigEndian.Uint64(payload[4:])))
+		}
 		handlers.Go(func() {
 			defer func() { <-sem }()
-			sc.write(id, n.handleRequest(ctx, kind, payload), rpcWriteTimeout)
+			sc.write(id, n.handleRequest(ctx, kind, payload, transit), rpcWriteTimeout)
 		})
 	}
 }
@@ -140,19 +159,24 @@ func (n *Node) goAwayAll() {
 	wg.Wait()
 }
 
-// handleRequest answers one request; the result is a response payload.
-func (n *Node) handleRequest(ctx context.Context, kind byte, payload []byte) []byte {
-	if len(payload) < 4 {
+// handleRequest answers one request that spent transit on the way; the
+// result is a response payload.
+func (n *Node) handleRequest(ctx context.Context, kind byte, payload []byte, transit time.Duration) []byte {
+	if len(payload) < requestHeaderLen {
 		return encodeStatus(statusFailed, "short request")
 	}
 	if budget := binary.BigEndian.Uint32(payload); budget > 0 {
 		// Answer a little before the caller gives up, so that a command that
 		// could not be committed in time comes back as certainly not applied.
+		left := time.Duration(budget)*time.Millisecond*9/10 - transit
+		if left <= 0 {
+			return encodeStatus(statusFailed, fmt.Sprintf("request expired in transit (delayed %v, budget %dms)", transit, budget))
+		}
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, time.Duration(budget)*time.Millisecond*9/10)
+		ctx, cancel = context.WithTimeout(ctx, left)
 		defer cancel()
 	}
-	body := payload[4:]
+	body := payload[requestHeaderLen:]
 	switch kind {
 	case connForward:
 		if n.raft.State() != raft.Leader {

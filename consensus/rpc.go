@@ -4,7 +4,14 @@ package consensus
 // concurrent callers share one connection per peer and kind:
 //
 //	frame    = id uint64 | length uint32 | payload          (big endian)
-//	request  = budget-ms uint32 | body                       (0 = no deadline)
+//	request  = budget-ms uint32 | sent-at-ms int64 | body    (0 = no deadline)
+//
+// sent-at is the sender's wall clock. The server never trusts it alone
+// (clocks differ between machines): it tracks the smallest (receive − sent-at)
+// seen on the connection — skew plus the fastest transit — and treats any
+// excess as time the request spent in transit. A request that sat in a
+// partitioned network past its budget is refused instead of being applied
+// after its caller gave up.
 //	response = status byte | body
 //
 // A response carries the id of its request; responses may come out of order.
@@ -90,6 +97,9 @@ func readFrame(r io.Reader) (uint64, []byte, error) {
 	return id, payload, nil
 }
 
+// requestHeaderLen is the size of budget-ms and sent-at-ms.
+const requestHeaderLen = 12
+
 // encodeRequest prefixes body with the time left until ctx's deadline.
 func encodeRequest(ctx context.Context, body []byte) []byte {
 	var budget uint32
@@ -97,8 +107,9 @@ func encodeRequest(ctx context.Context, body []byte) []byte {
 		ms := time.Until(dl).Milliseconds()
 		budget = uint32(min(max(ms, 1), math.MaxUint32))
 	}
-	buf := make([]byte, 4, 4+len(body))
+	buf := make([]byte, requestHeaderLen, requestHeaderLen+len(body))
 	binary.BigEndian.PutUint32(buf, budget)
+	binary.BigEndian.PutUint64(buf[4:], uint64(time.Now().UnixMilli()))
 	return append(buf, body...)
 }
 

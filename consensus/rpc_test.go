@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -85,4 +86,33 @@ func TestMuxConnectionLoss(t *testing.T) {
 		t.Fatalf("sent=%v err=%v; want sent with an error", sent, err)
 	}
 	<-done
+}
+
+func TestTransitEstimateIgnoresSkew(t *testing.T) {
+	sc := &serverConn{}
+	now := time.Now().UnixMilli()
+	// The peer's clock runs 10 minutes behind: its first request sets the
+	// baseline, so skew alone never counts as transit.
+	skew := int64(10 * 60 * 1000)
+	if d := sc.transit(now - skew); d != 0 {
+		t.Fatalf("first request transit %v", d)
+	}
+	if d := sc.transit(now - skew + 5); d != 0 {
+		t.Fatalf("a faster request lowers the baseline, transit %v", d)
+	}
+	// A request sent 3 s before the baseline says it should have arrived.
+	if d := sc.transit(now - skew - 3000); d < 2900*time.Millisecond || d > 3100*time.Millisecond {
+		t.Fatalf("delayed request transit %v, want about 3s", d)
+	}
+}
+
+func TestExpiredRequestRefused(t *testing.T) {
+	n := &Node{}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	req := encodeRequest(ctx, []byte("cmd"))
+	resp := n.handleRequest(context.Background(), connForward, req, 2*time.Second)
+	if resp[0] != statusFailed || !strings.Contains(string(resp[1:]), "expired in transit") {
+		t.Fatalf("expired forward answered %q", resp)
+	}
 }

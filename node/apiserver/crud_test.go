@@ -379,7 +379,7 @@ func TestUnavailable(t *testing.T) {
 	e.srv = srv
 	w := e.do(req{method: "POST", path: "/api/v1/namespaces/default/configmaps", body: cmBody("x", nil)})
 	st := status(t, w)
-	if w.Code != 503 || st.Reason != metav1.StatusReasonServiceUnavailable || !strings.Contains(st.Message, "quorum") || w.Header().Get("Retry-After") == "" {
+	if w.Code != 503 || st.Reason != metav1.StatusReasonServiceUnavailable || !strings.Contains(st.Message, "quorum") || w.Header().Get("Retry-After") != "" {
 		t.Fatalf("code %d: %+v", w.Code, st)
 	}
 	// Reads still work from the local replica.

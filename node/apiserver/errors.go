@@ -68,12 +68,11 @@ func (rq *request) fail(err error) {
 	if code == 0 {
 		code = http.StatusInternalServerError
 	}
-	if code == http.StatusServiceUnavailable || code == http.StatusTooManyRequests {
-		if st.Details != nil && st.Details.RetryAfterSeconds > 0 {
-			rq.w.Header().Set("Retry-After", strconv.Itoa(int(st.Details.RetryAfterSeconds)))
-		} else {
-			rq.w.Header().Set("Retry-After", "1")
-		}
+	// Retry-After only when an error asks for it: client-go silently retries
+	// a 503 that carries one (up to ten times), so a node without a quorum
+	// would hang kubectl instead of telling the user at once.
+	if st.Details != nil && st.Details.RetryAfterSeconds > 0 {
+		rq.w.Header().Set("Retry-After", strconv.Itoa(int(st.Details.RetryAfterSeconds)))
 	}
 	rq.writeJSON(code, &st)
 }
