@@ -34,6 +34,7 @@ func main() {
 	idle := flag.Duration("idle", 30*time.Second, "idle window for RSS and disk writes")
 	loadDir := flag.String("load", "", "only drive writes at an existing `shoal local` cluster in this dir (for profiling)")
 	clients := flag.Int("clients", 100, "clients for -load")
+	flag.BoolVar(&useHTTP2, "http2", true, "HTTP/2 like client-go (false: HTTP/1.1 keep-alive)")
 	flag.Parse()
 	if *loadDir != "" {
 		if err := loadOnly(*loadDir, *clients, *dur); err != nil {
@@ -252,6 +253,9 @@ func field(s, name string) string {
 	return s[:strings.IndexByte(s, '"')]
 }
 
+// useHTTP2 selects HTTP/2 (client-go's default) over HTTP/1.1 keep-alive.
+var useHTTP2 = true
+
 type loadResult struct {
 	rate     float64
 	p50, p99 time.Duration
@@ -264,6 +268,7 @@ func writeLoad(ctx context.Context, hc *http.Client, ip, prefix string, clients 
 	// benchmark measures writes, not TLS handshakes.
 	tr := hc.Transport.(*http.Transport).Clone()
 	tr.MaxIdleConns, tr.MaxIdleConnsPerHost = 2*clients, 2*clients
+	tr.ForceAttemptHTTP2 = useHTTP2 // as client-go does: streams share connections
 	defer tr.CloseIdleConnections()
 	hc = &http.Client{Transport: tr, Timeout: 30 * time.Second}
 	url := fmt.Sprintf("https://%s:6443/api/v1/namespaces/default/configmaps", ip)
