@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"sort"
 	"time"
@@ -20,14 +21,38 @@ import (
 // raft decides: only the leader changes the raft configuration, and only
 // from what gossip reports.
 type membership struct {
-	n *Node
+	n    *Node
+	raft raftControl
+	// gossipMembers lists what gossip knows (every state).
+	gossipMembers func() []gossip.Member
+	self          string
+	voters        int // configured target
+	grace         time.Duration
+	now           func() time.Time
+	log           *slog.Logger
 	// deadSince remembers when a raft server was first seen not alive, so a
-	// voter is replaced only after DeadVoterGrace.
+	// voter is replaced only after the grace period.
 	deadSince map[string]time.Time
 }
 
+// raftControl is the part of consensus.Node the membership logic drives; a
+// fake stands in for it in unit tests.
+type raftControl interface {
+	Servers() ([]consensus.Server, error)
+	AddNonvoter(id, addr string) error
+	AddVoter(id, addr string) error
+	DemoteVoter(id string) error
+	RemoveServer(id string) error
+	FetchStats(ctx context.Context, addr string) (consensus.Stats, error)
+	Stats() consensus.Stats
+}
+
 func newMembership(n *Node) *membership {
-	return &membership{n: n, deadSince: map[string]time.Time{}}
+	return &membership{
+		n: n, raft: n.raft, gossipMembers: n.gossip.Members, self: n.id.NodeID,
+		voters: n.cfg.Voters, grace: n.cfg.DeadVoterGrace, now: n.now, log: n.log,
+		deadSince: map[string]time.Time{},
+	}
 }
 
 // memberView is one gossip member with its decoded meta.
@@ -39,7 +64,7 @@ type memberView struct {
 
 func (m *membership) members() map[string]memberView {
 	out := map[string]memberView{}
-	for _, gm := range m.n.gossip.Members() {
+	for _, gm := range m.gossipMembers() {
 		meta, ok := parseMeta(gm.Meta)
 		if !ok {
 			continue
@@ -52,7 +77,7 @@ func (m *membership) members() map[string]memberView {
 // voterTarget is how many voters the cluster should have with `healthy`
 // healthy nodes.
 func (m *membership) voterTarget(healthy int) int {
-	t := m.n.cfg.Voters
+	t := m.voters
 	if t == DefaultVoters && healthy >= 5 {
 		t = 5
 	}
@@ -61,10 +86,10 @@ func (m *membership) voterTarget(healthy int) int {
 
 func (m *membership) reconcile(ctx context.Context) {
 	if err := m.reconcileRaft(ctx); err != nil && !errors.Is(err, consensus.ErrNotLeader) {
-		m.n.log.Warn("membership: raft configuration", "err", err)
+		m.log.Warn("membership: raft configuration", "err", err)
 	}
 	if err := m.reconcileNodes(ctx); err != nil && !errors.Is(err, context.Canceled) {
-		m.n.log.Warn("membership: node objects", "err", err)
+		m.log.Warn("membership: node objects", "err", err)
 	}
 }
 
@@ -73,8 +98,8 @@ func (m *membership) reconcile(ctx context.Context) {
 // left, promote caught-up non-voters while voters are short, replace voters
 // dead longer than the grace period, demote surplus voters.
 func (m *membership) reconcileRaft(ctx context.Context) error {
-	n := m.n
-	r := n.raft
+	r := m.raft
+	log := m.log
 	servers, err := r.Servers()
 	if err != nil {
 		return err
@@ -92,10 +117,10 @@ func (m *membership) reconcileRaft(ctx context.Context) error {
 		s, ok := inConfig[id]
 		switch {
 		case !ok:
-			n.log.Info("membership: adding non-voter", "node", mv.meta.Name, "id", id, "addr", mv.meta.Raft)
+			log.Info("membership: adding non-voter", "node", mv.meta.Name, "id", id, "addr", mv.meta.Raft)
 			return r.AddNonvoter(id, mv.meta.Raft)
 		case s.Address != mv.meta.Raft:
-			n.log.Info("membership: node address changed", "node", mv.meta.Name, "from", s.Address, "to", mv.meta.Raft)
+			log.Info("membership: node address changed", "node", mv.meta.Name, "from", s.Address, "to", mv.meta.Raft)
 			if s.Voter {
 				return r.AddVoter(id, mv.meta.Raft)
 			}
@@ -104,23 +129,19 @@ func (m *membership) reconcileRaft(ctx context.Context) error {
 	}
 	// 2. Members that left for good.
 	for id, mv := range members {
-		if _, ok := inConfig[id]; ok && mv.state == gossip.StateLeft && id != n.id.NodeID {
-			n.log.Info("membership: removing node that left", "node", mv.meta.Name, "id", id)
-			if err := r.RemoveServer(id); err != nil {
-				return err
-			}
-			n.gossip.Forget(id)
-			return nil
+		if _, ok := inConfig[id]; ok && mv.state == gossip.StateLeft && id != m.self {
+			log.Info("membership: removing node that left", "node", mv.meta.Name, "id", id)
+			return r.RemoveServer(id)
 		}
 	}
 	alive := func(id string) bool {
-		if id == n.id.NodeID {
+		if id == m.self {
 			return true
 		}
 		mv, ok := members[id]
 		return ok && mv.state == gossip.StateAlive
 	}
-	now := n.now()
+	now := m.now()
 	var voters, healthyVoters, nonvoters []consensus.Server
 	healthy := 0
 	for _, s := range servers {
@@ -147,7 +168,7 @@ func (m *membership) reconcileRaft(ctx context.Context) error {
 	if len(healthyVoters) < target {
 		for _, s := range nonvoters {
 			if m.caughtUp(ctx, s) {
-				n.log.Info("membership: promoting to voter", "id", s.ID, "voters", len(voters)+1, "target", target)
+				log.Info("membership: promoting to voter", "id", s.ID, "voters", len(voters)+1, "target", target)
 				return r.AddVoter(s.ID, s.Address)
 			}
 		}
@@ -157,20 +178,20 @@ func (m *membership) reconcileRaft(ctx context.Context) error {
 	// to do it after a replacement was promoted (step 3).
 	for _, s := range voters {
 		since, dead := m.deadSince[s.ID]
-		if !dead || now.Sub(since) < n.cfg.DeadVoterGrace {
+		if !dead || now.Sub(since) < m.grace {
 			continue
 		}
 		remaining := len(voters) - 1
 		if len(healthyVoters) >= remaining/2+1 {
-			n.log.Info("membership: removing dead voter", "id", s.ID, "dead for", now.Sub(since).Round(time.Second))
+			log.Info("membership: removing dead voter", "id", s.ID, "dead for", now.Sub(since).Round(time.Second))
 			return r.RemoveServer(s.ID)
 		}
 	}
 	// 5. Surplus healthy voters (e.g. after voters came back): demote one.
 	if len(voters) > target && len(healthyVoters) > target {
 		for i := len(healthyVoters) - 1; i >= 0; i-- {
-			if s := healthyVoters[i]; s.ID != n.id.NodeID {
-				n.log.Info("membership: demoting surplus voter", "id", s.ID, "voters", len(voters), "target", target)
+			if s := healthyVoters[i]; s.ID != m.self {
+				log.Info("membership: demoting surplus voter", "id", s.ID, "voters", len(voters), "target", target)
 				return r.DemoteVoter(s.ID)
 			}
 		}
@@ -182,11 +203,11 @@ func (m *membership) reconcileRaft(ctx context.Context) error {
 func (m *membership) caughtUp(ctx context.Context, s consensus.Server) bool {
 	cctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	st, err := m.n.raft.FetchStats(cctx, s.Address)
+	st, err := m.raft.FetchStats(cctx, s.Address)
 	if err != nil {
 		return false
 	}
-	own := m.n.raft.Stats()
+	own := m.raft.Stats()
 	return st.LastIndex+256 >= own.CommitIndex
 }
 
