@@ -119,6 +119,7 @@ func run(bin string, dur time.Duration, kills int, idle time.Duration) error {
 	add("idle RSS, leader agent", fmt.Sprintf("%.1f MiB", float64(rssBytes(ln.PID))/(1<<20)), "≤ 64 MiB")
 	add("idle disk writes, leader agent", fmt.Sprintf("%.1f MiB/hour", float64(w1-w0)/idle.Hours()/(1<<20)), "")
 
+	termBefore := raftTerm(ctx, hc, c)
 	for _, via := range []string{leader, follower} {
 		n, _ := c.Node(via)
 		role := "leader"
@@ -143,6 +144,9 @@ func run(bin string, dur time.Duration, kills int, idle time.Duration) error {
 				fmt.Sprintf("%.0f/s  p50 %s  p99 %s  errors %d", res.rate, ms(res.p50), ms(res.p99), res.errors), target)
 		}
 	}
+
+	termAfter := raftTerm(ctx, hc, c)
+	add("raft elections during the write runs", fmt.Sprintf("%d (term %d → %d)", termAfter-termBefore, termBefore, termAfter), "0: no spurious elections")
 
 	var failover []time.Duration
 	for i := 0; i < kills; i++ {
@@ -361,6 +365,24 @@ func killLeader(ctx context.Context, c *localcluster.Cluster, hc *http.Client, i
 	}
 	time.Sleep(2 * time.Second) // let it catch up and rejoin as a voter
 	return took, nil
+}
+
+// raftTerm is the highest raft term any node reports in /metrics.
+func raftTerm(ctx context.Context, hc *http.Client, c *localcluster.Cluster) int64 {
+	var term int64
+	for _, n := range c.Nodes() {
+		b, err := get(ctx, hc, fmt.Sprintf("https://%s:6443/metrics", n.IP))
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "shoal_raft_term "); ok {
+				f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+				term = max(term, int64(f))
+			}
+		}
+	}
+	return term
 }
 
 func rssBytes(pid int) int64 {
