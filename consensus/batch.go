@@ -82,13 +82,16 @@ const (
 
 // proposal is one command waiting in the leader's batch queue.
 type proposal struct {
-	cmd   []byte
-	state atomic.Int32
+	cmd []byte
+	// forwarded: a follower waits for its own replica to apply the result,
+	// so the commit index must reach it promptly (see batcher.nudge).
+	forwarded bool
+	state     atomic.Int32
 	done  chan result // buffered 1; receives exactly one result once taken
 }
 
-func newProposal(cmd []byte) *proposal {
-	return &proposal{cmd: cmd, done: make(chan result, 1)}
+func newProposal(cmd []byte, forwarded bool) *proposal {
+	return &proposal{cmd: cmd, forwarded: forwarded, done: make(chan result, 1)}
 }
 
 // abandon withdraws a queued proposal. It reports false if the batcher has
@@ -107,6 +110,8 @@ type batcher struct {
 
 	entries  atomic.Uint64 // entries handed to raft.Apply
 	commands atomic.Uint64 // commands in those entries
+	nudges   atomic.Uint64 // barriers sent to spread the commit index
+	pending  atomic.Int64  // entries handed to raft.Apply and not finished
 }
 
 func newBatcher(r *raft.Raft, maxBatch int, logger hclog.Logger) *batcher {
@@ -167,6 +172,7 @@ func (b *batcher) run(ctx context.Context, wg *sync.WaitGroup) {
 		for i, p := range batch {
 			cmds[i] = p.cmd
 		}
+		b.pending.Add(1)
 		f := b.raft.Apply(encodeBatch(cmds), enqueueTimeout)
 		b.entries.Add(1)
 		b.commands.Add(uint64(len(batch)))
@@ -179,6 +185,7 @@ func (b *batcher) run(ctx context.Context, wg *sync.WaitGroup) {
 
 // finish waits for an entry and fans the per-command results out.
 func (b *batcher) finish(f raft.ApplyFuture, batch []*proposal) {
+	defer b.pending.Add(-1)
 	send := func(i int, r result) { batch[i].done <- r }
 	all := func(r result) {
 		for i := range batch {
@@ -196,14 +203,35 @@ func (b *batcher) finish(f raft.ApplyFuture, batch []*proposal) {
 			all(failedResult(fmt.Errorf("consensus: entry %d: %d responses for %d commands", index, len(resp), len(batch))))
 			return
 		}
+		forwarded := false
 		for i := range batch {
 			send(i, result{index: index, resp: resp[i], outcome: outcomeOK})
+			forwarded = forwarded || batch[i].forwarded
+		}
+		if forwarded {
+			b.nudge()
 		}
 	case error:
 		all(failedResult(resp))
 	default:
 		all(failedResult(fmt.Errorf("consensus: entry %d: unexpected apply response %T", index, resp)))
 	}
+}
+
+// nudge spreads the commit index after a batch with forwarded commands when
+// writes stop flowing. hashicorp/raft tells followers that an entry
+// committed only with the next AppendEntries: the next entry, or an idle tick
+// every CommitTimeout. A follower that forwarded a write waits for its own
+// replica to apply it, so with nothing queued behind this batch the leader
+// appends a barrier, whose AppendEntries carries the new commit index at
+// once. Under load the next batch does that job and no barrier is needed; at
+// idle the tick can be slow and cheap (see Config.CommitTimeout).
+func (b *batcher) nudge() {
+	if len(b.queue) > 0 || b.pending.Load() > 1 {
+		return
+	}
+	b.nudges.Add(1)
+	_ = b.raft.Barrier(enqueueTimeout).Error()
 }
 
 // classify maps a raft.Apply error to an outcome.

@@ -78,12 +78,16 @@ func DefaultConfig() Config {
 		HeartbeatTimeout:   300 * time.Millisecond,
 		ElectionTimeout:    300 * time.Millisecond,
 		LeaderLeaseTimeout: 250 * time.Millisecond,
-		CommitTimeout:      5 * time.Millisecond,
-		SnapshotThreshold:  8192,
-		SnapshotInterval:   2 * time.Minute,
-		TrailingLogs:       10240,
-		MaxBatch:           512,
-		HandshakeTimeout:   5 * time.Second,
+		// The idle tick that tells followers the commit index: the batcher
+		// nudges after forwarded writes, so this only bounds how stale an
+		// idle follower's replica can be; 5ms cost an idle leader ~16% of
+		// a core here, 25ms about half that.
+		CommitTimeout:     25 * time.Millisecond,
+		SnapshotThreshold: 8192,
+		SnapshotInterval:  2 * time.Minute,
+		TrailingLogs:      10240,
+		MaxBatch:          512,
+		HandshakeTimeout:  5 * time.Second,
 	}
 }
 

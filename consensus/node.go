@@ -96,6 +96,8 @@ type Stats struct {
 	// created as leader and the commands packed into them.
 	ProposedEntries  uint64 `json:"proposedEntries"`
 	ProposedCommands uint64 `json:"proposedCommands"`
+	// Nudges counts barriers appended to spread the commit index at idle.
+	Nudges uint64 `json:"nudges"`
 }
 
 // New opens the raft state in cfg.DataDir, starts listening on cfg.BindAddr
@@ -416,6 +418,7 @@ func (n *Node) Stats() Stats {
 		LeaderAddr:       string(addr),
 		ProposedEntries:  n.batcher.entries.Load(),
 		ProposedCommands: n.batcher.commands.Load(),
+		Nudges:           n.batcher.nudges.Load(),
 	}
 	switch last := n.raft.LastContact(); {
 	case state == raft.Leader:

@@ -533,3 +533,22 @@ func TestFailoverLatency(t *testing.T) {
 	pct := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
 	t.Logf("failover over %d runs: p50 %v  p90 %v  p99 %v  max %v", runs, pct(0.5), pct(0.9), pct(0.99), lat[len(lat)-1])
 }
+
+// TestForwardedWriteReachesFollowerReplica: with an idle tick far longer
+// than the test's patience, a write forwarded by a follower still reaches
+// that follower's replica at once, because the leader nudges the commit
+// index after batches with forwarded commands.
+func TestForwardedWriteReachesFollowerReplica(t *testing.T) {
+	nodes := newCluster(t, 3, func(c *Config) { c.CommitTimeout = 30 * time.Second })
+	leader := waitLeader(t, nodes...)
+	f := followersOf(leader, nodes)[0]
+	for i := 0; i < 3; i++ {
+		idx := mustPropose(t, f, fmt.Sprintf("fwd-%d", i))
+		if err := f.WaitApplied(ctxTimeout(t, 5*time.Second), idx); err != nil {
+			t.Fatalf("follower did not apply its own forwarded write %d: %v (nudges %d)", idx, err, leader.Stats().Nudges)
+		}
+	}
+	if leader.Stats().Nudges == 0 {
+		t.Fatal("no nudge was sent")
+	}
+}

@@ -54,6 +54,9 @@ type Config struct {
 	// consensus defaults); tests lower them to exercise snapshots.
 	SnapshotThreshold uint64
 	SnapshotInterval  time.Duration
+	// CommitTimeout is how often an idle leader tells followers its commit
+	// index (0 = the consensus default).
+	CommitTimeout time.Duration
 }
 
 // DefaultConfig returns the defaults.

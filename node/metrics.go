@@ -52,6 +52,8 @@ func (m *metrics) registerNodeGauges(n *Node) {
 		}
 		return float64(len(s))
 	})
+	gauge("shoal_raft_proposed_entries", "Raft entries this node proposed as leader (each carries a batch of commands).", func() float64 { return float64(n.raft.Stats().ProposedEntries) })
+	gauge("shoal_raft_proposed_commands", "Commands this node proposed as leader.", func() float64 { return float64(n.raft.Stats().ProposedCommands) })
 	gauge("shoal_gossip_members_alive", "Members gossip reports alive (self included).", func() float64 { return float64(len(n.gossip.Alive())) })
 	gauge("shoal_gossip_members", "Members gossip knows, in any state.", func() float64 { return float64(len(n.gossip.Members())) })
 	gauge("shoal_store_revision", "Latest resourceVersion in this replica.", func() float64 { return float64(n.store.Revision()) })

@@ -238,6 +238,9 @@ func (n *Node) Run(ctx context.Context) error {
 	if n.cfg.SnapshotThreshold > 0 {
 		rcfg.SnapshotThreshold = n.cfg.SnapshotThreshold
 	}
+	if n.cfg.CommitTimeout > 0 {
+		rcfg.CommitTimeout = n.cfg.CommitTimeout
+	}
 	if n.cfg.SnapshotInterval > 0 {
 		rcfg.SnapshotInterval = n.cfg.SnapshotInterval
 	}

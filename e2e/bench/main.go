@@ -34,6 +34,7 @@ func main() {
 	idle := flag.Duration("idle", 30*time.Second, "idle window for RSS and disk writes")
 	loadDir := flag.String("load", "", "only drive writes at an existing `shoal local` cluster in this dir (for profiling)")
 	clients := flag.Int("clients", 100, "clients for -load")
+	flag.BoolVar(&viaFollower, "follower", false, "with -load: write through a follower")
 	flag.BoolVar(&useHTTP2, "http2", true, "HTTP/2 like client-go (false: HTTP/1.1 keep-alive)")
 	flag.Parse()
 	if *loadDir != "" {
@@ -58,16 +59,19 @@ func loadOnly(dir string, clients int, dur time.Duration) error {
 	if err != nil {
 		return err
 	}
-	leader, _, err := roles(context.Background(), c, hc)
+	leader, follower, err := roles(context.Background(), c, hc)
 	if err != nil {
 		return err
+	}
+	if viaFollower {
+		leader = follower
 	}
 	n, _ := c.Node(leader)
 	res, err := writeLoad(context.Background(), hc, n.IP, fmt.Sprintf("load-%d", time.Now().UnixNano()), clients, dur)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("via leader %s, %d clients: %.0f/s p50 %s p99 %s errors %d\n", leader, clients, res.rate, ms(res.p50), ms(res.p99), res.errors)
+	fmt.Printf("via %s (follower=%v), %d clients: %.0f/s p50 %s p99 %s errors %d\n", leader, viaFollower, clients, res.rate, ms(res.p50), ms(res.p99), res.errors)
 	return nil
 }
 
@@ -259,6 +263,9 @@ func field(s, name string) string {
 
 // useHTTP2 selects HTTP/2 (client-go's default) over HTTP/1.1 keep-alive.
 var useHTTP2 = true
+
+// viaFollower makes -load write through a follower.
+var viaFollower bool
 
 type loadResult struct {
 	rate     float64

@@ -46,6 +46,8 @@ func newAgentCmd() *cobra.Command {
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.Uint64Var(&cfg.SnapshotThreshold, "raft-snapshot-threshold", 0, "raft log entries between snapshots (0 = default)")
 	f.DurationVar(&cfg.SnapshotInterval, "raft-snapshot-interval", 0, "how often raft checks whether to snapshot (0 = default)")
+	f.DurationVar(&cfg.CommitTimeout, "raft-commit-timeout", 0, "how often an idle leader sends followers its commit index (0 = default)")
+	_ = f.MarkHidden("raft-commit-timeout")
 	_ = f.MarkHidden("raft-snapshot-threshold")
 	_ = f.MarkHidden("raft-snapshot-interval")
 	_ = cmd.MarkFlagRequired("advertise-addr")
