@@ -87,7 +87,7 @@ type proposal struct {
 	// so the commit index must reach it promptly (see batcher.nudge).
 	forwarded bool
 	state     atomic.Int32
-	done  chan result // buffered 1; receives exactly one result once taken
+	done      chan result // buffered 1; receives exactly one result once taken
 }
 
 func newProposal(cmd []byte, forwarded bool) *proposal {
