@@ -39,7 +39,7 @@ func slogErrorLog(l *slog.Logger) *log.Logger {
 
 // httpHandler is everything served on the API port: health and metrics,
 // node-internal endpoints, and the Kubernetes API.
-func (n *Node) httpHandler() (http.Handler, error) {
+func (n *Node) httpHandler() (http.Handler, *apiserver.Server, error) {
 	n.metrics.registerNodeGauges(n)
 	api, err := apiserver.New(apiserver.Config{
 		Store:           n.store,
@@ -51,7 +51,7 @@ func (n *Node) httpHandler() (http.Handler, error) {
 		Version:         ServerVersion,
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", n.handleHealth)
@@ -67,7 +67,7 @@ func (n *Node) httpHandler() (http.Handler, error) {
 	mux.Handle("/debug/pprof/", n.requireCluster(http.HandlerFunc(pprof.Index)))
 	mux.Handle("/debug/pprof/profile", n.requireCluster(http.HandlerFunc(pprof.Profile)))
 	mux.Handle("/", api)
-	return mux, nil
+	return mux, api, nil
 }
 
 func (n *Node) handleHealth(w http.ResponseWriter, r *http.Request) {

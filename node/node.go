@@ -268,10 +268,11 @@ func (n *Node) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("API listener: %w", err)
 	}
-	handler, err := n.httpHandler()
+	handler, api, err := n.httpHandler()
 	if err != nil {
 		return err
 	}
+	defer api.Close()
 	srv := &http.Server{Handler: handler, TLSConfig: n.apiTLSConfig(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slogErrorLog(n.log)}
 	srvErr := make(chan error, 1)
 	go func() { srvErr <- srv.ServeTLS(apiLn, "", "") }()
