@@ -282,18 +282,24 @@ func (s *Server) update(rq *request) {
 		if err := preconditionRV(rq, obj, cur); err != nil {
 			return nil, err
 		}
-		if rq.sub == "status" {
-			next := cur.DeepCopyObject().(state.Object)
-			rq.res.copyStatus(next, obj)
-			return next, nil
-		}
-		return s.prepareUpdate(rq.res, cur, obj)
+		return s.nextObject(rq, cur, obj)
 	})
 	if err != nil {
 		rq.fail(err)
 		return
 	}
 	rq.writeObject(code, out)
+}
+
+// nextObject is what an update of cur to obj stores: only obj's status for
+// the status subresource, else obj with the rules of prepareUpdate.
+func (s *Server) nextObject(rq *request, cur, obj state.Object) (state.Object, error) {
+	if rq.sub == "status" {
+		next := cur.DeepCopyObject().(state.Object)
+		rq.res.copyStatus(next, obj)
+		return next, nil
+	}
+	return s.prepareUpdate(rq.res, cur, obj)
 }
 
 // preconditionRV fails with a conflict when the client pinned a

@@ -196,12 +196,7 @@ func (s *Server) patch(rq *request) {
 		if err := preconditionRV(rq, obj, cur); err != nil {
 			return nil, err
 		}
-		if rq.sub == "status" {
-			next := cur.DeepCopyObject().(state.Object)
-			rq.res.copyStatus(next, obj)
-			return next, nil
-		}
-		return s.prepareUpdate(rq.res, cur, obj)
+		return s.nextObject(rq, cur, obj)
 	})
 	if err != nil {
 		rq.fail(err)

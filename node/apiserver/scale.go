@@ -79,20 +79,7 @@ func (s *Server) updateScale(rq *request) {
 }
 
 func (rq *request) decodeScale(in *autoscalingv1.Scale) error {
-	buf := getBuf()
-	defer putBuf(buf)
-	if err := readBody(rq.r, buf, rq.s.maxBody); err != nil {
-		return err
-	}
-	fv, err := rq.fieldValidation()
-	if err != nil {
-		return err
-	}
-	strict, err := decodeObject(mediaType(rq.r.Header.Get("Content-Type")), buf.Bytes(), in, scaleGVK, fv != validationIgnore)
-	if err != nil {
-		return err
-	}
-	return rq.handleStrict(strict, scaleGVK, in)
+	return rq.decodeBody(in, scaleGVK)
 }
 
 // applyScale sets spec.replicas from the Scale that desired computes from the
