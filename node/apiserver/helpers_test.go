@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http/httptest"
@@ -22,29 +21,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/shoal-dev/shoal/node/state"
+	"github.com/shoal-dev/shoal/node/state/statetest"
 )
-
-// testSealer is a reversible, clearly-not-plaintext sealer for tests.
-type testSealer struct{}
-
-func (testSealer) Seal(p, aad []byte) []byte {
-	out := append([]byte("SEALED:"), p...)
-	for i := 7; i < len(out); i++ {
-		out[i] ^= 0x5a
-	}
-	return out
-}
-
-func (testSealer) Open(s, aad []byte) ([]byte, error) {
-	if !bytes.HasPrefix(s, []byte("SEALED:")) {
-		return nil, errors.New("not sealed")
-	}
-	out := append([]byte(nil), s[7:]...)
-	for i := range out {
-		out[i] ^= 0x5a
-	}
-	return out, nil
-}
 
 // fakeClock is a settable clock.
 type fakeClock struct {
@@ -85,7 +63,7 @@ func newEnvWithStore(t *testing.T, store *state.Store, opts ...envOption) *testE
 	var uid atomic.Int64
 	cfg := Config{
 		Store:    store,
-		Proposer: state.NewLocalProposer(state.NewFSM(store, testSealer{})),
+		Proposer: state.NewLocalProposer(state.NewFSM(store, statetest.Sealer{})),
 		Now:      clock.Now,
 		NewUID:   func() types.UID { return types.UID(fmt.Sprintf("uid-%d", uid.Add(1))) },
 	}

@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/shoal-dev/shoal/node/state"
+	"github.com/shoal-dev/shoal/node/state/statetest"
 )
 
 const tableAccept = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
@@ -354,7 +355,7 @@ func TestWatchEndsWhenStoreRestores(t *testing.T) {
 	e := newEnvWithStore(t, store)
 	ts := e.httpServer()
 	wc := startWatch(t, ts, "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=0", "")
-	fsm := state.NewFSM(store, testSealer{})
+	fsm := state.NewFSM(store, statetest.Sealer{})
 	snap, err := fsm.Snapshot()
 	if err != nil {
 		t.Fatal(err)

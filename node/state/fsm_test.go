@@ -14,33 +14,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/shoal-dev/shoal/node/state/statetest"
 )
-
-// xorSealer is a test sealer: reversible and clearly not plaintext.
-type xorSealer struct{}
-
-func (xorSealer) Seal(p, aad []byte) []byte {
-	out := append([]byte("SEALED:"), p...)
-	for i := 7; i < len(out); i++ {
-		out[i] ^= 0x5a
-	}
-	return out
-}
-
-func (xorSealer) Open(s, aad []byte) ([]byte, error) {
-	if !bytes.HasPrefix(s, []byte("SEALED:")) {
-		return nil, errors.New("not sealed")
-	}
-	out := append([]byte(nil), s[7:]...)
-	for i := range out {
-		out[i] ^= 0x5a
-	}
-	return out, nil
-}
 
 func newTestFSM(t *testing.T) (*FSM, *LocalProposer) {
 	t.Helper()
-	f := NewFSM(NewStore(100), xorSealer{})
+	f := NewFSM(NewStore(100), statetest.Sealer{})
 	return f, NewLocalProposer(f)
 }
 
@@ -351,7 +331,7 @@ func TestSnapshotRestoreReplacesAndSeals(t *testing.T) {
 
 func TestSecretSealedInLog(t *testing.T) {
 	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "s"}, StringData: map[string]string{"a": "plaintext-value"}}
-	cmd, err := EncodeOps([]Op{Create(sec)}, xorSealer{})
+	cmd, err := EncodeOps([]Op{Create(sec)}, statetest.Sealer{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -382,12 +362,12 @@ func TestWaitApplied(t *testing.T) {
 }
 
 func FuzzApply(f *testing.F) {
-	good, _ := EncodeOps([]Op{Create(cm("d", "a", map[string]string{"k": "v"})), PutKV("k", []byte("v"))}, xorSealer{})
+	good, _ := EncodeOps([]Op{Create(cm("d", "a", map[string]string{"k": "v"})), PutKV("k", []byte("v"))}, statetest.Sealer{})
 	f.Add(good)
 	f.Add([]byte{cmdOps})
 	f.Add([]byte{0x81, 0})
 	f.Fuzz(func(t *testing.T, cmd []byte) {
-		fsm := NewFSM(NewStore(10), xorSealer{})
+		fsm := NewFSM(NewStore(10), statetest.Sealer{})
 		resp := fsm.Apply(1, cmd)
 		if resp != nil {
 			if _, err := DecodeResults(resp); err != nil {
