@@ -35,6 +35,7 @@ func main() {
 	loadDir := flag.String("load", "", "only drive writes at an existing `shoal local` cluster in this dir (for profiling)")
 	clients := flag.Int("clients", 100, "clients for -load")
 	flag.BoolVar(&viaFollower, "follower", false, "with -load: write through a follower")
+	flag.BoolVar(&withEtcd, "etcd", true, "also benchmark etcd 3.4 (apt etcd-server) in the same namespaces")
 	flag.BoolVar(&useHTTP2, "http2", true, "HTTP/2 like client-go (false: HTTP/1.1 keep-alive)")
 	flag.Parse()
 	if *loadDir != "" {
@@ -166,6 +167,32 @@ func run(bin string, dur time.Duration, kills int, idle time.Duration) error {
 			fmt.Sprintf("p50 %s  p99 %s", ms(pct(failover, 50)), ms(pct(failover, 99))), "p99 ≤ 1 s (etcd 3.4 here: median 1.38 s)")
 	}
 
+	if withEtcd {
+		for _, n := range c.Nodes() {
+			_ = c.Kill(n.Name)
+		}
+		e, err := startEtcd(ctx, c, dir)
+		if err != nil {
+			add("etcd 3.4 side by side", "not run: "+err.Error(), "")
+		} else {
+			ips, _ := e.leader(ctx, e.client(1))
+			for _, v := range []struct {
+				role    string
+				ip      string
+				clients int
+			}{{"leader", ips[0], 1}, {"leader", ips[0], 16}, {"leader", ips[0], 100}, {"follower", ips[1], 100}} {
+				res, err := e.load(ctx, v.ip, v.clients, dur)
+				if err != nil {
+					add(fmt.Sprintf("etcd 3.4 puts via %s, %d clients", v.role, v.clients), "failed: "+err.Error(), "")
+					continue
+				}
+				add(fmt.Sprintf("etcd 3.4 puts via %s, %d clients (HTTP gateway, no TLS)", v.role, v.clients),
+					fmt.Sprintf("%.0f/s  p50 %s  p99 %s  errors %d", res.rate, ms(res.p50), ms(res.p99), res.errors), "same machine, same run")
+			}
+			e.stop()
+		}
+	}
+
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "BENCHMARK\tRESULT\tTARGET / PEER")
 	for _, r := range rows {
@@ -263,6 +290,9 @@ func field(s, name string) string {
 
 // useHTTP2 selects HTTP/2 (client-go's default) over HTTP/1.1 keep-alive.
 var useHTTP2 = true
+
+// withEtcd runs Debian's etcd in the same namespaces after the Shoal runs.
+var withEtcd = true
 
 // viaFollower makes -load write through a follower.
 var viaFollower bool
