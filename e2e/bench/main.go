@@ -34,6 +34,7 @@ func main() {
 	idle := flag.Duration("idle", 30*time.Second, "idle window for RSS and disk writes")
 	loadDir := flag.String("load", "", "only drive writes at an existing `shoal local` cluster in this dir (for profiling)")
 	clients := flag.Int("clients", 100, "clients for -load")
+	flag.Var(&agentArgs, "agent-arg", "extra argument for every agent (repeatable)")
 	flag.BoolVar(&viaFollower, "follower", false, "with -load: write through a follower")
 	flag.BoolVar(&withEtcd, "etcd", true, "also benchmark etcd 3.4 (apt etcd-server) in the same namespaces")
 	flag.BoolVar(&useHTTP2, "http2", true, "HTTP/2 like client-go (false: HTTP/1.1 keep-alive)")
@@ -101,7 +102,7 @@ func run(bin string, dur time.Duration, kills int, idle time.Duration) error {
 	}
 	defer os.RemoveAll(dir)
 	ctx := context.Background()
-	c, err := localcluster.Up(ctx, localcluster.Config{Name: "shoal-bench", Dir: filepath.Join(dir, "c"), Nodes: 3, Binary: bin, Stdout: os.Stderr})
+	c, err := localcluster.Up(ctx, localcluster.Config{Name: "shoal-bench", Dir: filepath.Join(dir, "c"), Nodes: 3, Binary: bin, Stdout: os.Stderr, AgentArgs: agentArgs})
 	if err != nil {
 		return err
 	}
@@ -290,6 +291,14 @@ func field(s, name string) string {
 
 // useHTTP2 selects HTTP/2 (client-go's default) over HTTP/1.1 keep-alive.
 var useHTTP2 = true
+
+// agentArgs are passed to every agent (e.g. raft tuning experiments).
+var agentArgs stringList
+
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, " ") }
+func (l *stringList) Set(v string) error { *l = append(*l, v); return nil }
 
 // withEtcd runs Debian's etcd in the same namespaces after the Shoal runs.
 var withEtcd = true

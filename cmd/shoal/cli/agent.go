@@ -48,6 +48,8 @@ func newAgentCmd() *cobra.Command {
 	f.DurationVar(&cfg.SnapshotInterval, "raft-snapshot-interval", 0, "how often raft checks whether to snapshot (0 = default)")
 	f.DurationVar(&cfg.CommitTimeout, "raft-commit-timeout", 0, "how often an idle leader sends followers its commit index (0 = default)")
 	_ = f.MarkHidden("raft-commit-timeout")
+	f.DurationVar(&cfg.HeartbeatTimeout, "raft-heartbeat-timeout", 0, "raft failure detection timeout (0 = default 300ms)")
+	_ = f.MarkHidden("raft-heartbeat-timeout")
 	_ = f.MarkHidden("raft-snapshot-threshold")
 	_ = f.MarkHidden("raft-snapshot-interval")
 	_ = cmd.MarkFlagRequired("advertise-addr")
