@@ -11,10 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/shoal-dev/shoal/node/localcluster"
@@ -139,38 +136,8 @@ func (e *etcdPeer) load(ctx context.Context, ip string, clients int, dur time.Du
 	hc := e.client(clients)
 	defer hc.Transport.(*http.Transport).CloseIdleConnections()
 	value := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte("x"), 256))
-	var (
-		mu   sync.Mutex
-		lats []time.Duration
-		errs atomic.Int64
-		seq  atomic.Int64
-		wg   sync.WaitGroup
-	)
-	start := time.Now()
-	stop := start.Add(dur)
-	for i := 0; i < clients; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var local []time.Duration
-			for time.Now().Before(stop) {
-				key := base64.StdEncoding.EncodeToString(fmt.Appendf(nil, "k-%d", seq.Add(1)))
-				t0 := time.Now()
-				if err := e.post(ctx, hc, ip, "/v3/kv/put", map[string]string{"key": key, "value": value}, nil); err != nil {
-					errs.Add(1)
-					continue
-				}
-				local = append(local, time.Since(t0))
-			}
-			mu.Lock()
-			lats = append(lats, local...)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	if len(lats) == 0 {
-		return loadResult{errors: errs.Load()}, fmt.Errorf("no etcd put succeeded (%d errors)", errs.Load())
-	}
-	sort.Slice(lats, func(i, j int) bool { return lats[i] < lats[j] })
-	return loadResult{rate: float64(len(lats)) / time.Since(start).Seconds(), p50: pct(lats, 50), p99: pct(lats, 99), errors: errs.Load()}, nil
+	return runLoad(clients, dur, func(seq int64) error {
+		key := base64.StdEncoding.EncodeToString(fmt.Appendf(nil, "k-%d", seq))
+		return e.post(ctx, hc, ip, "/v3/kv/put", map[string]string{"key": key, "value": value}, nil)
+	})
 }

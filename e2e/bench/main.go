@@ -322,35 +322,48 @@ func writeLoad(ctx context.Context, hc *http.Client, ip, prefix string, clients 
 	defer tr.CloseIdleConnections()
 	hc = &http.Client{Transport: tr, Timeout: 30 * time.Second}
 	url := fmt.Sprintf("https://%s:6443/api/v1/namespaces/default/configmaps", ip)
+	payload := strings.Repeat("x", 200)
+	return runLoad(clients, dur, func(seq int64) error {
+		body := `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"` + prefix + "-" + strconv.FormatInt(seq, 10) +
+			`"},"data":{"payload":"` + payload + `"}}`
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := hc.Do(req)
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated {
+			return fmt.Errorf("HTTP %d", resp.StatusCode)
+		}
+		return nil
+	})
+}
+
+// runLoad calls op (with a unique sequence number) from clients goroutines
+// for dur, and reports the rate and latency of the calls that succeeded.
+func runLoad(clients int, dur time.Duration, op func(seq int64) error) (loadResult, error) {
 	var (
-		mu   sync.Mutex
-		lats []time.Duration
-		errs atomic.Int64
-		seq  atomic.Int64
-		wg   sync.WaitGroup
+		mu      sync.Mutex
+		lats    []time.Duration
+		errs    atomic.Int64
+		seq     atomic.Int64
+		wg      sync.WaitGroup
+		lastErr atomic.Value
 	)
-	stop := time.Now().Add(dur)
 	start := time.Now()
+	stop := start.Add(dur)
 	for i := 0; i < clients; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			local := make([]time.Duration, 0, 4096)
 			for time.Now().Before(stop) {
-				body := `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"` + prefix + "-" + strconv.FormatInt(seq.Add(1), 10) +
-					`"},"data":{"payload":"` + strings.Repeat("x", 200) + `"}}`
 				t0 := time.Now()
-				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
-				req.Header.Set("Content-Type", "application/json")
-				resp, err := hc.Do(req)
-				if err != nil {
+				if err := op(seq.Add(1)); err != nil {
 					errs.Add(1)
-					continue
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusCreated {
-					errs.Add(1)
+					lastErr.Store(err)
 					continue
 				}
 				local = append(local, time.Since(t0))
@@ -362,10 +375,10 @@ func writeLoad(ctx context.Context, hc *http.Client, ip, prefix string, clients 
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	sort.Slice(lats, func(i, j int) bool { return lats[i] < lats[j] })
 	if len(lats) == 0 {
-		return loadResult{errors: errs.Load()}, fmt.Errorf("no write succeeded through %s (%d errors)", ip, errs.Load())
+		return loadResult{errors: errs.Load()}, fmt.Errorf("no call succeeded (%d errors, last: %v)", errs.Load(), lastErr.Load())
 	}
+	sort.Slice(lats, func(i, j int) bool { return lats[i] < lats[j] })
 	return loadResult{rate: float64(len(lats)) / elapsed.Seconds(), p50: pct(lats, 50), p99: pct(lats, 99), errors: errs.Load()}, nil
 }
 
