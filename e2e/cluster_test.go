@@ -229,8 +229,21 @@ func TestLeaderKill(t *testing.T) {
 		}
 		return nil
 	})
-	after := waitRoles(t, c, survivor, 3, 0, time.Minute)
-	_ = after
+	waitRoles(t, c, survivor, 3, 0, time.Minute)
+	// The restarted node is back in gossip too (it finds its peers from its
+	// raft configuration even if it never wrote a peer list).
+	eventually(t, 30*time.Second, func() error {
+		ms, err := members(t, c, leader)
+		if err != nil {
+			return err
+		}
+		for _, m := range ms {
+			if m.Gossip != "alive" || m.Name == "" {
+				return fmt.Errorf("restarted %s sees %+v", leader, m)
+			}
+		}
+		return nil
+	})
 	ms, _ := members(t, c, survivor)
 	if idOf(before, leader) == "" || idOf(ms, leader) != idOf(before, leader) {
 		t.Fatalf("restarted node's ID changed: before %q after %q", idOf(before, leader), idOf(ms, leader))

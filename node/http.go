@@ -310,9 +310,13 @@ func (n *Node) members() []MemberInfo {
 		out = append(out, MemberInfo{Name: meta.Name, ID: m.Name, API: meta.API, Raft: meta.Raft, Gossip: m.State.String(),
 			Role: role, Version: meta.Version, ThisNode: m.Name == n.id.NodeID})
 	}
-	for id, role := range roles { // in raft but unknown to gossip
+	for id, role := range roles { // in raft but unknown to gossip (yet)
 		if !seen[id] {
-			out = append(out, MemberInfo{ID: id, Raft: raftAddr[id], Gossip: "unknown", Role: role})
+			mi := MemberInfo{ID: id, Raft: raftAddr[id], Gossip: "unknown", Role: role}
+			if node := n.nodeByID(id); node != nil {
+				mi.Name = node.Name
+			}
+			out = append(out, mi)
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })

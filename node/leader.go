@@ -4,6 +4,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/shoal-dev/shoal/gossip"
 )
 
 // runLeadership starts the leader's duties when this node becomes the raft
@@ -81,6 +83,9 @@ func (n *Node) watchGossip(ctx context.Context) {
 				return
 			}
 			n.log.Debug("gossip", "event", ev.Type, "member", ev.Member.Name)
+			if ev.Type == gossip.EventJoin {
+				n.savePeers()
+			}
 			select {
 			case n.changed <- struct{}{}:
 			default:

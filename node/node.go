@@ -387,7 +387,7 @@ func parseMeta(b []byte) (gossipMetaV1, bool) {
 func (n *Node) joinGossip(ctx context.Context) {
 	delay := 200 * time.Millisecond
 	for {
-		seeds := n.dir.peers()
+		seeds := n.gossipSeedsFromDisk()
 		if len(seeds) == 0 {
 			break
 		}
@@ -417,6 +417,32 @@ func (n *Node) joinGossip(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// gossipSeedsFromDisk is who to gossip with after a restart: the members
+// seen last (peers.json) and every server in the raft configuration (its
+// host with our gossip port), which covers a node killed before it ever
+// wrote a peer list.
+func (n *Node) gossipSeedsFromDisk() []string {
+	seen := map[string]bool{}
+	var seeds []string
+	add := func(s string) {
+		if !seen[s] {
+			seen[s] = true
+			seeds = append(seeds, s)
+		}
+	}
+	for _, p := range n.dir.peers() {
+		add(p)
+	}
+	if servers, err := n.raft.Servers(); err == nil {
+		for _, s := range servers {
+			if host, _, err := net.SplitHostPort(s.Address); err == nil && s.ID != n.id.NodeID {
+				add(hostPort(host, n.cfg.GossipPort))
+			}
+		}
+	}
+	return seeds
 }
 
 func (n *Node) savePeers() {

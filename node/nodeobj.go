@@ -157,3 +157,14 @@ func memTotal() int64 {
 	}
 	return 0
 }
+
+// nodeByID finds the Node object a node registered, by its ID.
+func (n *Node) nodeByID(id string) *corev1.Node {
+	objs, _ := n.store.List("nodes", "")
+	for _, o := range objs {
+		if o.GetAnnotations()[annNodeID] == id {
+			return o.(*corev1.Node)
+		}
+	}
+	return nil
+}

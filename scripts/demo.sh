@@ -17,7 +17,11 @@ if [ "$(id -u)" != 0 ]; then echo "make demo needs root (network namespaces)"; e
 say "Starting three nodes: n1 creates the cluster, n2 and n3 join with a token"
 "$BIN" local up --name "$NAME" --dir "$DIR" --nodes 3
 
-say "Members: gossip state and raft role of each node"
+say "Members: gossip state and raft role of each node (joiners start as non-voters, then are promoted)"
+for i in $(seq 1 50); do
+  lan "$BIN" members --kubeconfig "$DIR/kubeconfig" | grep -q non-voter || break
+  sleep 0.2
+done
 lan "$BIN" members --kubeconfig "$DIR/kubeconfig"
 
 say "kubectl get nodes -o wide (stock kubectl, through node n1)"
@@ -25,7 +29,7 @@ lan kubectl get nodes -o wide
 
 say "Write through n1, read through n3: one replicated store"
 lan kubectl create configmap greeting --from-literal=message="hello from shoal"
-N3=$("$BIN" local status --name "$NAME" --dir "$DIR" | awk '$1=="n3"{print $2}')
+N3=$("$BIN" local status --name "$NAME" --dir "$DIR" | awk '$1=="n3"{print $3}')
 lan kubectl --server "https://$N3:6443" get configmap greeting -o jsonpath='{.data.message}{"\n"}'
 
 say "kubectl apply, then apply a change"
@@ -53,7 +57,7 @@ LEADER=$(lan "$BIN" members --kubeconfig "$DIR/kubeconfig" | awk '/leader/{print
 echo "leader is $LEADER"
 "$BIN" local kill "$LEADER" --name "$NAME" --dir "$DIR"
 for n in n1 n2 n3; do [ "$n" != "$LEADER" ] && SURVIVOR=$n && break; done
-SIP=$("$BIN" local status --name "$NAME" --dir "$DIR" | awk -v n="$SURVIVOR" '$1==n{print $2}')
+SIP=$("$BIN" local status --name "$NAME" --dir "$DIR" | awk -v n="$SURVIVOR" '$1==n{print $3}')
 for i in $(seq 1 50); do
   if lan kubectl --server "https://$SIP:6443" create configmap after-failover --from-literal=ok=yes 2>/dev/null; then break; fi
   sleep 0.2
