@@ -49,6 +49,7 @@ func (n *Node) httpHandler() (http.Handler, *apiserver.Server, error) {
 		Registerer:      n.metrics.reg,
 		MaxRequestBytes: 3 << 20,
 		Version:         ServerVersion,
+		ConsistentRead:  n.consistentRead,
 	})
 	if err != nil {
 		return nil, nil, err
@@ -68,6 +69,20 @@ func (n *Node) httpHandler() (http.Handler, *apiserver.Server, error) {
 	mux.Handle("/debug/pprof/profile", n.requireCluster(http.HandlerFunc(pprof.Profile)))
 	mux.Handle("/", api)
 	return mux, api, nil
+}
+
+// consistentRead waits until this replica holds everything the leader had
+// committed when it was called (raft read index), for reads of the latest
+// state. It gives up after a second: a node cut off from the leader serves
+// its replica (the API adds a warning).
+func (n *Node) consistentRead(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	idx, err := n.raft.ReadIndex(ctx)
+	if err != nil {
+		return err
+	}
+	return n.raft.WaitApplied(ctx, idx)
 }
 
 func (n *Node) handleHealth(w http.ResponseWriter, r *http.Request) {

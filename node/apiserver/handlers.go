@@ -22,7 +22,24 @@ import (
 // client did not pin a resourceVersion.
 const maxUpdateAttempts = 16
 
+// staleReadWarning tells a client its read came from a replica that could
+// not confirm it is current.
+const staleReadWarning = "served from this node's replica, which could not reach the raft leader: it may be stale"
+
+// latest waits until the local replica is current when the request asks for
+// the latest state; when that cannot be confirmed it serves the replica with
+// a warning.
+func (s *Server) latest(rq *request) {
+	if s.consistentRead == nil || rq.query.Get("resourceVersion") != "" || rq.query.Get("continue") != "" {
+		return
+	}
+	if err := s.consistentRead(rq.r.Context()); err != nil {
+		rq.warnings = append(rq.warnings, staleReadWarning)
+	}
+}
+
 func (s *Server) get(rq *request) {
+	s.latest(rq)
 	obj, ok := s.store.Get(rq.res.Key(), rq.namespace, rq.name)
 	if !ok {
 		rq.fail(apierrors.NewNotFound(rq.res.groupResource(), rq.name))
@@ -52,6 +69,7 @@ func rvOf(o interface{ GetResourceVersion() string }) uint64 {
 }
 
 func (s *Server) list(rq *request) {
+	s.latest(rq)
 	filter, err := rq.listFilter()
 	if err != nil {
 		rq.fail(err)

@@ -49,6 +49,14 @@ type Config struct {
 	MaxRequestBytes int64
 	// Version is what /version reports.
 	Version version.Info
+	// ConsistentRead, when set, is called before a get or list that asks for
+	// the latest state (no resourceVersion, no continue token): it returns
+	// once the local replica holds everything committed when it was called
+	// (a raft read index). If it fails — no quorum — the request is served
+	// from the local replica anyway with a Warning: a cut-off node keeps
+	// answering reads (headless autonomy). resourceVersion=0 reads never
+	// wait, as in Kubernetes.
+	ConsistentRead func(ctx context.Context) error
 }
 
 // DefaultVersion is the version Shoal reports when Config.Version is empty:
@@ -92,6 +100,8 @@ type Server struct {
 	// authorize decides whether user may make a request; see defaultAuthorize.
 	authorize func(u *userInfo, verb, resource string) bool
 
+	consistentRead func(ctx context.Context) error
+
 	// ctx bounds background work (namespace finalization); Close cancels it.
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -107,7 +117,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		store: cfg.Store, prop: cfg.Proposer, now: cfg.Now, newUID: cfg.NewUID,
-		maxBody: cfg.MaxRequestBytes, version: cfg.Version,
+		maxBody: cfg.MaxRequestBytes, version: cfg.Version, consistentRead: cfg.ConsistentRead,
 		bookmarkInterval: time.Minute,
 		authorize:        defaultAuthorize,
 		nsBusy:           map[string]bool{},
