@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -61,6 +62,9 @@ type Node struct {
 	bootstrap bool          // this start created the cluster
 	pendingCA *pki.CA       // the new cluster's CA until its key is in the replica
 	changed   chan struct{} // membership changed (gossip event): poke the leader
+
+	peersMu    sync.Mutex
+	savedPeers []string // guarded by peersMu: last peer list written
 
 	// printJoin is where a new cluster prints how to join it.
 	printJoin func(string)
@@ -457,7 +461,15 @@ func (n *Node) savePeers() {
 		return
 	}
 	sort.Strings(seeds)
-	_ = n.dir.writePeers(seeds)
+	// Called from two goroutines (the ticker and gossip events).
+	n.peersMu.Lock()
+	defer n.peersMu.Unlock()
+	if slices.Equal(seeds, n.savedPeers) {
+		return // an idle node does not rewrite (and fsync) the same list
+	}
+	if err := n.dir.writePeers(seeds); err == nil {
+		n.savedPeers = seeds
+	}
 }
 
 func (n *Node) gossipSeeds() []string {
