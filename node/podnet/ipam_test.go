@@ -1,0 +1,218 @@
+package podnet
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// These tests need no privileges: the allocator is plain files.
+
+func TestIPAMAllocatePersistRelease(t *testing.T) {
+	dir := t.TempDir()
+	cidr := mustCIDR("10.42.3.0/24")
+	a, err := openIPAM(dir, cidr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r1, err := a.put("p1", podRecord{NetNS: "/ns/p1"}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := a.put("p2", podRecord{NetNS: "/ns/p2"}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r1.IP != "10.42.3.2" || r2.IP != "10.42.3.3" {
+		t.Errorf("first IPs = %s, %s; want 10.42.3.2, 10.42.3.3 (.1 is the gateway)", r1.IP, r2.IP)
+	}
+	if r1.Veth == r2.Veth || !strings.HasPrefix(r1.Veth, hostVethPrefix) || len(r1.Veth) > 15 {
+		t.Errorf("veth names %q %q", r1.Veth, r2.Veth)
+	}
+
+	// A fresh allocator on the same dir sees the same table.
+	b, err := openIPAM(dir, cidr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(a.snapshot(), b.snapshot()); diff != "" {
+		t.Errorf("reloaded table differs:\n%s", diff)
+	}
+	got, _ := b.get("p1")
+	if got.NetNS != "/ns/p1" || got.Veth != r1.Veth {
+		t.Errorf("reloaded p1 = %+v", got)
+	}
+
+	// Next-fit: a freed address is not the next one handed out.
+	if err := b.remove("p1"); err != nil {
+		t.Fatal(err)
+	}
+	r3, err := b.put("p3", podRecord{}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r3.IP != "10.42.3.4" {
+		t.Errorf("after freeing .2, next = %s; want 10.42.3.4 (next-fit)", r3.IP)
+	}
+	if err := b.remove("never"); err != nil {
+		t.Errorf("removing unknown pod: %v", err)
+	}
+	c, err := openIPAM(dir, cidr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(map[string]net.IP{"p2": net.ParseIP("10.42.3.3").To4(), "p3": net.ParseIP("10.42.3.4").To4()}, c.snapshot()); diff != "" {
+		t.Errorf("persisted after release (-want +got):\n%s", diff)
+	}
+	// The cursor survives too.
+	r4, _ := c.put("p4", podRecord{}, true)
+	if r4.IP != "10.42.3.5" {
+		t.Errorf("after reload next = %s, want 10.42.3.5", r4.IP)
+	}
+}
+
+func TestIPAMNeverTwiceAndExhaustion(t *testing.T) {
+	a, err := openIPAM(t.TempDir(), mustCIDR("10.42.3.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]string{}
+	for i := range 253 { // .2 ... .254
+		id := fmt.Sprintf("p%d", i)
+		r, err := a.put(id, podRecord{}, true)
+		if err != nil {
+			t.Fatalf("allocation %d: %v", i, err)
+		}
+		if other, dup := seen[r.IP]; dup {
+			t.Fatalf("%s handed to %s and %s", r.IP, other, id)
+		}
+		if r.IP == "10.42.3.0" || r.IP == "10.42.3.1" || r.IP == "10.42.3.255" {
+			t.Fatalf("handed out reserved address %s", r.IP)
+		}
+		seen[r.IP] = id
+	}
+	_, err = a.put("extra", podRecord{}, true)
+	if !errors.Is(err, ErrNoFreeIP) {
+		t.Fatalf("full CIDR: %v, want ErrNoFreeIP", err)
+	}
+	if want := "all 253 addresses of 10.42.3.0/24 are allocated"; !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q lacks %q", err, want)
+	}
+	if _, ok := a.get("extra"); ok {
+		t.Error("failed allocation left a record")
+	}
+	// Churn: release and reallocate many times; live addresses stay unique.
+	for i := range 300 {
+		victim := fmt.Sprintf("p%d", i%253)
+		if err := a.remove(victim); err != nil {
+			t.Fatal(err)
+		}
+		r, err := a.put(victim, podRecord{}, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if owner := a.byIP[ip4ToU32(net.ParseIP(r.IP))]; owner != victim {
+			t.Fatalf("%s owned by %s, want %s", r.IP, owner, victim)
+		}
+	}
+	if len(a.byIP) != 253 || len(a.pods) != 253 {
+		t.Errorf("indexes out of step: %d addresses, %d pods", len(a.byIP), len(a.pods))
+	}
+}
+
+func TestIPAMRejectsBadState(t *testing.T) {
+	cidr := mustCIDR("10.42.3.0/24")
+	for name, content := range map[string]string{
+		"garbage":      "{not json",
+		"version":      `{"version": 9, "pods": {}}`,
+		"bad ip":       `{"version": 1, "pods": {"a": {"ip": "nope"}}}`,
+		"duplicate ip": `{"version": 1, "pods": {"a": {"ip": "10.42.3.7"}, "b": {"ip": "10.42.3.7"}}}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := os.WriteFile(filepath.Join(dir, stateFileName), []byte(content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := openIPAM(dir, cidr); err == nil {
+				t.Error("loaded a bad state file; resetting it could hand out live addresses twice")
+			}
+		})
+	}
+}
+
+func TestIPAMOutOfRangeRecordKept(t *testing.T) {
+	dir := t.TempDir()
+	old, _ := openIPAM(dir, mustCIDR("10.42.3.0/24"))
+	if _, err := old.put("p", podRecord{NetNS: "/ns/p"}, true); err != nil {
+		t.Fatal(err)
+	}
+	// The node's CIDR changed: the record stays (for teardown) but reserves
+	// nothing in the new range.
+	a, err := openIPAM(dir, mustCIDR("10.42.4.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, ok := a.get("p")
+	if !ok || a.inRange("p", r) {
+		t.Fatalf("record %+v ok=%v inRange=%v", r, ok, a.inRange("p", r))
+	}
+	r2, err := a.put("q", podRecord{}, true)
+	if err != nil || r2.IP != "10.42.4.2" {
+		t.Errorf("new allocation %q %v", r2.IP, err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	ok := DefaultConfig()
+	ok.PodCIDR, ok.StateDir = "10.42.3.0/24", "/var/lib/shoal/podnet"
+	if err := ok.Validate(); err != nil {
+		t.Fatalf("valid config: %v", err)
+	}
+	if got := (Config{PodCIDR: "10.42.3.0/24", StateDir: "/s", Mode: ModeVXLAN, NodeIP: "10.0.0.1"}).withDefaults(); got.MTU != 1450 || got.Bridge != "shoal0" || got.NetNSDir != "/s/netns" {
+		t.Errorf("vxlan defaults = %+v", got)
+	}
+	for name, mut := range map[string]func(*Config){
+		"no pod cidr":         func(c *Config) { c.PodCIDR = "" },
+		"host bits":           func(c *Config) { c.PodCIDR = "10.42.3.1/24" },
+		"ipv6":                func(c *Config) { c.PodCIDR = "fd00::/64" },
+		"outside cluster":     func(c *Config) { c.PodCIDR = "10.50.0.0/24" },
+		"mode":                func(c *Config) { c.Mode = "wireguard" },
+		"vxlan without node":  func(c *Config) { c.Mode = ModeVXLAN },
+		"bad node ip":         func(c *Config) { c.NodeIP = "x" },
+		"no state dir":        func(c *Config) { c.StateDir = "" },
+		"long bridge":         func(c *Config) { c.Bridge = "a-very-long-bridge-name" },
+		"tiny mtu":            func(c *Config) { c.MTU = 100 },
+		"relative netns dir":  func(c *Config) { c.NetNSDir = "netns" },
+		"pod cidr too narrow": func(c *Config) { c.PodCIDR = "10.42.3.0/31" },
+	} {
+		c := ok
+		mut(&c)
+		if err := c.Validate(); err == nil {
+			t.Errorf("%s: Validate accepted %+v", name, c)
+		}
+	}
+}
+
+func TestNFTScript(t *testing.T) {
+	want := `table ip shoal_podnet {}
+delete table ip shoal_podnet
+table ip shoal_podnet {
+	chain postrouting {
+		type nat hook postrouting priority 100; policy accept;
+		ip saddr 10.42.3.0/24 ip daddr != 10.42.0.0/16 masquerade
+	}
+}
+`
+	if got := nftScript(mustCIDR("10.42.3.0/24"), mustCIDR("10.42.0.0/16")); got != want {
+		t.Errorf("script:\n%s\nwant:\n%s", got, want)
+	}
+	if got := nftScript(mustCIDR("10.42.3.0/24"), nil); got != "table ip shoal_podnet {}\ndelete table ip shoal_podnet\n" {
+		t.Errorf("disabled script:\n%s", got)
+	}
+}
