@@ -1,0 +1,220 @@
+package containertest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/shoal-dev/shoal/node/container"
+)
+
+// Harness describes a Runtime to TestRuntime. The Runtime must be used by
+// nothing else while the test runs (TestRuntime consumes its Exits).
+type Harness struct {
+	Runtime container.Runtime
+	// Image is the ref of an image present in Runtime.
+	Image string
+	// Spec returns a spec for a container of Image that runs until
+	// MakeExit ends it.
+	Spec func(id string) container.ContainerSpec
+	// MakeExit makes running container id's main process exit with code.
+	MakeExit func(ctx context.Context, id string, code int) error
+	// Timeout bounds each wait for an exit (default 10 s).
+	Timeout time.Duration
+}
+
+// ExitFileSpec is a Spec for runtimes that run real processes: a busybox
+// shell that waits for /tmp/exit to appear and exits with the code written
+// in it, deleting it first so that the next run (the root filesystem
+// persists across runs) waits again; ExitFileMakeExit writes that file
+// through Exec.
+func ExitFileSpec(image string) func(id string) container.ContainerSpec {
+	return func(id string) container.ContainerSpec {
+		return container.ContainerSpec{ID: id, Image: image, Command: []string{"sh", "-c",
+			"while [ ! -f /tmp/exit ]; do sleep 0.02; done; c=$(cat /tmp/exit); rm /tmp/exit; exit $c"}}
+	}
+}
+
+// ExitFileMakeExit pairs with ExitFileSpec.
+func ExitFileMakeExit(rt container.Runtime) func(ctx context.Context, id string, code int) error {
+	return func(ctx context.Context, id string, code int) error {
+		rc, err := rt.Exec(ctx, id, container.ExecSpec{Cmd: []string{"sh", "-c", "echo " + strconv.Itoa(code) + " > /tmp/exit.new && mv /tmp/exit.new /tmp/exit"}})
+		if err == nil && rc != 0 {
+			err = fmt.Errorf("writing the exit file: exit %d", rc)
+		}
+		return err
+	}
+}
+
+// TestRuntime checks the container.Runtime contract: errors, states,
+// exits, idempotent stop/start/remove.
+func TestRuntime(t *testing.T, h Harness) {
+	t.Helper()
+	if h.Timeout == 0 {
+		h.Timeout = 10 * time.Second
+	}
+	ctx := context.Background()
+	rt := h.Runtime
+	id := fmt.Sprintf("conformance-%d", time.Now().UnixNano()%1e9)
+	t.Cleanup(func() { rt.RemoveContainer(context.Background(), id) })
+
+	expectErr := func(what string, err, want error) {
+		t.Helper()
+		if !errors.Is(err, want) {
+			t.Errorf("%s: got %v, want %v", what, err, want)
+		}
+	}
+	expectOK := func(what string, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	expectState := func(what string, want container.State) container.ContainerStatus {
+		t.Helper()
+		st, err := rt.Status(ctx, id)
+		if err != nil || st.State != want {
+			t.Fatalf("%s: status %+v, %v; want %v", what, st, err, want)
+		}
+		return st
+	}
+	waitExit := func(what string) container.Exit {
+		t.Helper()
+		timer := time.NewTimer(h.Timeout)
+		defer timer.Stop()
+		for {
+			select {
+			case e := <-rt.Exits():
+				if e.ID == id {
+					return e
+				}
+			case <-timer.C:
+				t.Fatalf("%s: no exit within %v", what, h.Timeout)
+			}
+		}
+	}
+
+	// Images.
+	img, err := rt.GetImage(ctx, h.Image)
+	expectOK("GetImage", err)
+	if want, _ := container.NormalizeRef(h.Image); img.Ref != want || img.ConfigDigest == "" || img.Digest == "" {
+		t.Errorf("GetImage = %+v, want ref %s and digests", img, want)
+	}
+	_, err = rt.GetImage(ctx, "example.invalid/absent:1")
+	expectErr("GetImage absent", err, container.ErrNotFound)
+	_, err = rt.GetImage(ctx, "Not A Ref")
+	expectErr("GetImage malformed", err, container.ErrInvalid)
+	imgs, err := rt.ListImages(ctx)
+	expectOK("ListImages", err)
+	found := false
+	for _, i := range imgs {
+		found = found || i.Ref == img.Ref
+	}
+	if !found {
+		t.Errorf("ListImages = %+v, lacks %s", imgs, img.Ref)
+	}
+
+	// Absent containers.
+	absent := id + "-absent"
+	expectErr("Start absent", rt.StartContainer(ctx, absent), container.ErrNotFound)
+	expectErr("Stop absent", rt.StopContainer(ctx, absent, time.Second), container.ErrNotFound)
+	_, err = rt.Status(ctx, absent)
+	expectErr("Status absent", err, container.ErrNotFound)
+	_, err = rt.Exec(ctx, absent, container.ExecSpec{Cmd: []string{"true"}})
+	expectErr("Exec absent", err, container.ErrNotFound)
+	expectOK("Remove absent", rt.RemoveContainer(ctx, absent))
+
+	// Bad specs.
+	bad := h.Spec("Bad ID!")
+	expectErr("Create bad ID", rt.CreateContainer(ctx, bad), container.ErrInvalid)
+	bad = h.Spec(id)
+	bad.Mounts = []container.Mount{{Source: "relative", Destination: "/x"}}
+	expectErr("Create relative mount", rt.CreateContainer(ctx, bad), container.ErrInvalid)
+	bad = h.Spec(id)
+	bad.Security.CapAdd = []string{"CAP_FLY"}
+	expectErr("Create unknown capability", rt.CreateContainer(ctx, bad), container.ErrInvalid)
+	bad = h.Spec(id)
+	bad.Image = "example.invalid/absent:1"
+	expectErr("Create from absent image", rt.CreateContainer(ctx, bad), container.ErrNotFound)
+	_, err = rt.Status(ctx, id)
+	expectErr("Status after failed creates", err, container.ErrNotFound)
+
+	// Create.
+	spec := h.Spec(id)
+	spec.Labels = map[string]string{"conformance": "yes"}
+	expectOK("Create", rt.CreateContainer(ctx, spec))
+	expectErr("Create twice", rt.CreateContainer(ctx, spec), container.ErrAlreadyExists)
+	st := expectState("after create", container.StateCreated)
+	if st.ID != id || st.Pid != 0 || !st.StartedAt.IsZero() || st.Labels["conformance"] != "yes" || len(st.Labels) != 1 || st.Image != img.Ref || st.ImageDigest != img.ConfigDigest {
+		t.Errorf("created status = %+v", st)
+	}
+	_, err = rt.Exec(ctx, id, container.ExecSpec{Cmd: []string{"true"}})
+	expectErr("Exec in created", err, container.ErrNotRunning)
+	expectOK("Stop created", rt.StopContainer(ctx, id, time.Second))
+
+	// Start, exit by itself.
+	expectOK("Start", rt.StartContainer(ctx, id))
+	st = expectState("after start", container.StateRunning)
+	if st.Pid <= 0 || st.StartedAt.IsZero() {
+		t.Errorf("running status = %+v", st)
+	}
+	expectOK("Start running", rt.StartContainer(ctx, id))
+	if st2 := expectState("after second start", container.StateRunning); st2.Pid != st.Pid {
+		t.Errorf("second start changed pid %d → %d", st.Pid, st2.Pid)
+	}
+	_, err = rt.Exec(ctx, id, container.ExecSpec{})
+	expectErr("Exec without command", err, container.ErrInvalid)
+	expectOK("MakeExit", h.MakeExit(ctx, id, 3))
+	if e := waitExit("exit 3"); e.ExitCode != 3 || e.OOMKilled || e.At.IsZero() {
+		t.Errorf("exit = %+v, want code 3", e)
+	}
+	st = expectState("after exit", container.StateExited)
+	if st.ExitCode != 3 || st.FinishedAt.IsZero() || st.Pid != 0 {
+		t.Errorf("exited status = %+v", st)
+	}
+	expectOK("Stop exited", rt.StopContainer(ctx, id, time.Second))
+
+	// Restart, then stop without grace.
+	expectOK("Start exited", rt.StartContainer(ctx, id))
+	st = expectState("after restart", container.StateRunning)
+	if st.ExitCode != 0 || !st.FinishedAt.IsZero() {
+		t.Errorf("restarted status keeps the old exit: %+v", st)
+	}
+	expectOK("Stop", rt.StopContainer(ctx, id, 0))
+	if e := waitExit("stop"); e.ExitCode != 137 {
+		t.Errorf("exit after stop without grace = %+v, want 137", e)
+	}
+	expectState("after stop", container.StateExited)
+
+	list, err := rt.List(ctx)
+	expectOK("List", err)
+	found = false
+	for _, c := range list {
+		found = found || (c.ID == id && c.State == container.StateExited && c.Labels["conformance"] == "yes")
+	}
+	if !found {
+		t.Errorf("List = %+v, lacks exited %s", list, id)
+	}
+
+	// Remove a running container: killed, exit reported, gone.
+	expectOK("Start again", rt.StartContainer(ctx, id))
+	expectOK("Remove running", rt.RemoveContainer(ctx, id))
+	if e := waitExit("remove"); e.ExitCode != 137 {
+		t.Errorf("exit after remove = %+v, want 137", e)
+	}
+	_, err = rt.Status(ctx, id)
+	expectErr("Status removed", err, container.ErrNotFound)
+	expectOK("Remove removed", rt.RemoveContainer(ctx, id))
+	list, _ = rt.List(ctx)
+	for _, c := range list {
+		if c.ID == id {
+			t.Errorf("List still has removed %s", id)
+		}
+	}
+	// The ID is free again.
+	expectOK("Create after remove", rt.CreateContainer(ctx, h.Spec(id)))
+	expectOK("Remove created", rt.RemoveContainer(ctx, id))
+}

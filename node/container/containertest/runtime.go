@@ -1,0 +1,216 @@
+package containertest
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"maps"
+	"sort"
+	"time"
+
+	"github.com/shoal-dev/shoal/node/container"
+)
+
+// ImportImage reads the archive like the real runtime (see import.go).
+func (f *Fake) ImportImage(ctx context.Context, r io.Reader) ([]container.Image, error) {
+	f.mu.Lock()
+	err := f.beginLocked(OpImportImage, "", 0)
+	f.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	imgs, err := readArchive(r)
+	if err != nil {
+		return nil, fmt.Errorf("importing image: %w", err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, img := range imgs {
+		f.images[img.Ref] = cloneImage(img)
+	}
+	return imgs, nil
+}
+
+// ListImages implements container.Runtime.
+func (f *Fake) ListImages(ctx context.Context) ([]container.Image, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.beginLocked(OpListImages, "", 0); err != nil {
+		return nil, err
+	}
+	return sortedImages(f.images), nil
+}
+
+// GetImage implements container.Runtime.
+func (f *Fake) GetImage(ctx context.Context, ref string) (container.Image, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.beginLocked(OpGetImage, ref, 0); err != nil {
+		return container.Image{}, err
+	}
+	name, err := container.NormalizeRef(ref)
+	if err != nil {
+		return container.Image{}, err
+	}
+	img, ok := f.images[name]
+	if !ok {
+		return container.Image{}, fmt.Errorf("image %s: %w", name, container.ErrNotFound)
+	}
+	return cloneImage(img), nil
+}
+
+// CreateContainer implements container.Runtime.
+func (f *Fake) CreateContainer(ctx context.Context, spec container.ContainerSpec) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.beginLocked(OpCreate, spec.ID, 0); err != nil {
+		return err
+	}
+	if err := spec.Validate(); err != nil {
+		return err
+	}
+	if _, ok := f.ctrs[spec.ID]; ok {
+		return fmt.Errorf("creating container %s: %w", spec.ID, container.ErrAlreadyExists)
+	}
+	name, _ := container.NormalizeRef(spec.Image)
+	img, ok := f.images[name]
+	if !ok {
+		return fmt.Errorf("creating container %s: image %s: %w", spec.ID, name, container.ErrNotFound)
+	}
+	spec = cloneSpec(spec)
+	f.ctrs[spec.ID] = &fakeContainer{
+		spec: spec,
+		status: container.ContainerStatus{
+			ID: spec.ID, State: container.StateCreated, CreatedAt: f.now(), Image: name,
+			ImageDigest: img.ConfigDigest, LogPath: spec.LogPath, Labels: maps.Clone(spec.Labels),
+		},
+	}
+	return nil
+}
+
+// StartContainer implements container.Runtime.
+func (f *Fake) StartContainer(ctx context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, err := f.containerLocked(OpStart, id, 0)
+	if err != nil {
+		return err
+	}
+	if c.status.State == container.StateRunning {
+		return nil
+	}
+	f.nextPid++
+	c.status.State, c.status.Pid, c.status.StartedAt = container.StateRunning, f.nextPid, f.now()
+	c.status.ExitCode, c.status.FinishedAt, c.status.OOMKilled = 0, time.Time{}, false
+	return nil
+}
+
+// StopContainer implements container.Runtime: by the container's
+// StopBehaviour, without waiting.
+func (f *Fake) StopContainer(ctx context.Context, id string, grace time.Duration) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, err := f.containerLocked(OpStop, id, grace)
+	if err != nil {
+		return err
+	}
+	if c.status.State != container.StateRunning {
+		return nil
+	}
+	code := 137
+	if !c.stop.IgnoreTerm && grace > 0 {
+		code = c.stop.ExitCode
+		if code == 0 {
+			code = 143
+		}
+	}
+	f.exitLocked(c, code, false)
+	return nil
+}
+
+// RemoveContainer implements container.Runtime.
+func (f *Fake) RemoveContainer(ctx context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.beginLocked(OpRemove, id, 0); err != nil {
+		return err
+	}
+	if err := container.CheckID(id); err != nil {
+		return err
+	}
+	c, ok := f.ctrs[id]
+	if !ok {
+		return nil
+	}
+	if c.status.State == container.StateRunning {
+		f.exitLocked(c, 137, false)
+	}
+	delete(f.ctrs, id)
+	return nil
+}
+
+// Status implements container.Runtime.
+func (f *Fake) Status(ctx context.Context, id string) (container.ContainerStatus, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, err := f.containerLocked(OpStatus, id, 0)
+	if err != nil {
+		return container.ContainerStatus{}, err
+	}
+	return cloneStatus(c.status), nil
+}
+
+// List implements container.Runtime.
+func (f *Fake) List(ctx context.Context) ([]container.ContainerStatus, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.beginLocked(OpList, "", 0); err != nil {
+		return nil, err
+	}
+	out := make([]container.ContainerStatus, 0, len(f.ctrs))
+	for _, c := range f.ctrs {
+		out = append(out, cloneStatus(c.status))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// Exec implements container.Runtime through the ExecHandler.
+func (f *Fake) Exec(ctx context.Context, id string, spec container.ExecSpec) (int, error) {
+	f.mu.Lock()
+	c, err := f.containerLocked(OpExec, id, 0)
+	if err == nil && len(spec.Cmd) == 0 {
+		err = fmt.Errorf("exec in %s: no command: %w", id, container.ErrInvalid)
+	}
+	if err == nil && c.status.State != container.StateRunning {
+		err = fmt.Errorf("exec in %s: %w", id, container.ErrNotRunning)
+	}
+	h := f.exec
+	f.mu.Unlock()
+	if err != nil {
+		return -1, err
+	}
+	if h == nil {
+		return 0, nil
+	}
+	return h(ctx, id, spec)
+}
+
+// Exits implements container.Runtime.
+func (f *Fake) Exits() <-chan container.Exit { return f.exits.C() }
+
+// containerLocked records the call, applies faults, checks the ID and
+// finds the container.
+func (f *Fake) containerLocked(op Op, id string, grace time.Duration) (*fakeContainer, error) {
+	if err := f.beginLocked(op, id, grace); err != nil {
+		return nil, err
+	}
+	if err := container.CheckID(id); err != nil {
+		return nil, err
+	}
+	c, ok := f.ctrs[id]
+	if !ok {
+		return nil, fmt.Errorf("container %s: %w", id, container.ErrNotFound)
+	}
+	return c, nil
+}
