@@ -28,7 +28,7 @@ lint:
 	$(GO) vet $(PKGS)
 
 unit:
-	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v /e2e)
+	$(GO) test -race -count=1 $$($(GO) list ./... | grep -v '/e2e$$' | grep -v /e2e/bench)
 
 fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzApply$$' -fuzztime=$(FUZZTIME) ./node/state/
