@@ -217,3 +217,36 @@ contexts:
 current-context: shoal
 `, r.Server, b64([]byte(r.CACertPEM)), b64([]byte(r.CertPEM)), b64(keyPEM))
 }
+
+// ImportImage streams an image archive (OCI or docker save) to the node,
+// which imports it into its containerd. It may take long: no timeout but ctx.
+func (c *Client) ImportImage(ctx context.Context, archive io.Reader) ([]ImageInfo, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/internal/v1/images", archive)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/x-tar")
+	hc := *c.http
+	hc.Timeout = 0
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("sending the image to %s: %w", c.base, err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if resp.StatusCode >= 300 {
+		var je joinError
+		if json.Unmarshal(data, &je) == nil && je.Message != "" {
+			return nil, errors.New(je.Message)
+		}
+		return nil, fmt.Errorf("importing: HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(data))
+	}
+	var out []ImageInfo
+	return out, json.Unmarshal(data, &out)
+}
+
+// Images lists the node's images.
+func (c *Client) Images(ctx context.Context) ([]ImageInfo, error) {
+	var out []ImageInfo
+	return out, c.do(ctx, http.MethodGet, "/internal/v1/images", nil, &out)
+}

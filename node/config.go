@@ -57,6 +57,9 @@ type Config struct {
 	// CommitTimeout is how often an idle leader tells followers its commit
 	// index (0 = the consensus default).
 	CommitTimeout time.Duration
+	// ContainerdSocket is an existing containerd to use; "" starts a private
+	// daemon under the data dir (when containerd is installed).
+	ContainerdSocket string
 	// HeartbeatTimeout is raft's failure detector (0 = the consensus
 	// default); election and lease timeouts follow it.
 	HeartbeatTimeout time.Duration

@@ -65,6 +65,7 @@ func (n *Node) httpHandler() (http.Handler, *apiserver.Server, error) {
 	mux.Handle("/internal/v1/kubeconfig", n.requireCluster(http.HandlerFunc(n.handleKubeconfig)))
 	mux.Handle("/internal/v1/members", n.requireCluster(http.HandlerFunc(n.handleMembers)))
 	mux.Handle("/internal/v1/leave", n.requireCluster(http.HandlerFunc(n.handleLeave)))
+	mux.Handle("/internal/v1/images", n.requireCluster(http.HandlerFunc(n.handleImages)))
 	mux.Handle("/debug/pprof/", n.requireCluster(http.HandlerFunc(pprof.Index)))
 	mux.Handle("/debug/pprof/profile", n.requireCluster(http.HandlerFunc(pprof.Profile)))
 	mux.Handle("/", api)

@@ -22,6 +22,7 @@ import (
 
 	"github.com/shoal-dev/shoal/consensus"
 	"github.com/shoal-dev/shoal/gossip"
+	"github.com/shoal-dev/shoal/node/container"
 	"github.com/shoal-dev/shoal/node/pki"
 	"github.com/shoal-dev/shoal/node/state"
 )
@@ -50,6 +51,9 @@ type Node struct {
 	gossip   *gossip.Gossip
 	proposer *raftProposer
 	metrics  *metrics
+	// runtime is nil when the node has no container runtime.
+	runtime        container.Runtime
+	runtimeVersion string
 
 	joinLimit joinLimiter
 	now       func() time.Time
@@ -270,6 +274,9 @@ func (n *Node) Run(ctx context.Context) error {
 		return fmt.Errorf("starting gossip: %w", err)
 	}
 	defer n.gossip.Shutdown()
+
+	stopRuntime := n.startRuntime(ctx)
+	defer stopRuntime()
 
 	apiLn, err := net.Listen("tcp", hostPort(n.cfg.bindIP(), n.cfg.APIPort))
 	if err != nil {

@@ -35,6 +35,7 @@ const KubeletVersion = "v1.33.0-shoal"
 // capacity and node info. Conditions and spec.podCIDR belong to the leader.
 func (n *Node) registerNode(ctx context.Context) error {
 	want := n.nodeStatus()
+	want.Images = n.nodeImages(ctx)
 	cur, ok := n.store.Get("nodes", "", n.id.NodeName)
 	if !ok {
 		obj := &corev1.Node{
@@ -58,12 +59,14 @@ func (n *Node) registerNode(ctx context.Context) error {
 	}
 	if equality.Semantic.DeepEqual(node.Status.Addresses, want.Addresses) &&
 		equality.Semantic.DeepEqual(node.Status.Capacity, want.Capacity) &&
-		node.Status.NodeInfo == want.NodeInfo {
+		node.Status.NodeInfo == want.NodeInfo &&
+		equality.Semantic.DeepEqual(node.Status.Images, want.Images) {
 		return nil
 	}
 	upd := node.DeepCopy()
 	upd.Status.Addresses, upd.Status.Capacity, upd.Status.Allocatable = want.Addresses, want.Capacity, want.Allocatable
 	upd.Status.NodeInfo = want.NodeInfo
+	upd.Status.Images = want.Images
 	_, err := n.proposer.Propose(ctx, state.Update(upd, rvOf(node)))
 	return err
 }
@@ -104,7 +107,7 @@ func (n *Node) nodeStatus() corev1.NodeStatus {
 			OSImage:                 osImage(),
 			OperatingSystem:         runtime.GOOS,
 			Architecture:            runtime.GOARCH,
-			ContainerRuntimeVersion: "containerd://unknown",
+			ContainerRuntimeVersion: n.runtimeVersion,
 			KubeletVersion:          KubeletVersion,
 			KubeProxyVersion:        KubeletVersion,
 		},

@@ -41,6 +41,7 @@ func newAgentCmd() *cobra.Command {
 	f.IntVar(&cfg.APIPort, "api-port", cfg.APIPort, "Kubernetes API and node RPC port (HTTPS)")
 	f.IntVar(&cfg.GossipPort, "gossip-port", cfg.GossipPort, "gossip port (TCP and UDP)")
 	f.IntVar(&cfg.RaftPort, "raft-port", cfg.RaftPort, "raft port (mTLS)")
+	f.StringVar(&cfg.ContainerdSocket, "containerd-socket", "", "use this containerd instead of starting a private one under the data dir")
 	f.IntVar(&cfg.Voters, "voters", cfg.Voters, "target raft voters (3 grows to 5 with five healthy nodes)")
 	f.DurationVar(&cfg.DeadVoterGrace, "dead-voter-grace", cfg.DeadVoterGrace, "how long a voter must be dead before it is replaced")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")

@@ -13,6 +13,6 @@ func NewRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newAgentCmd(), newTokenCmd(), newMembersCmd(), newKubeconfigCmd(), newLeaveCmd(), newVersionCmd(), newLocalCmd())
+	root.AddCommand(newAgentCmd(), newTokenCmd(), newMembersCmd(), newKubeconfigCmd(), newLeaveCmd(), newVersionCmd(), newImageCmd(), newLocalCmd())
 	return root
 }
