@@ -1,6 +1,8 @@
 package image
 
 import (
+	"github.com/shoal-dev/shoal/node/container"
+
 	"archive/tar"
 	"crypto/sha256"
 	"encoding/json"
@@ -21,16 +23,9 @@ import (
 // which its import prefers over org.opencontainers.image.ref.name.
 const AnnotationImageName = "io.containerd.image.name"
 
-// Config is the runtime part of the image config.
-type Config struct {
-	Entrypoint []string
-	Cmd        []string
-	Env        []string
-	WorkingDir string
-	User       string
-	StopSignal string
-	Labels     map[string]string
-}
+// Config is the runtime part of the image config: the same fields the
+// runtime reads back from an imported image.
+type Config = container.ImageConfig
 
 // Format is the archive layout.
 type Format int
