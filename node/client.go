@@ -135,13 +135,19 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		return fmt.Errorf("reaching the node at %s: %w", c.base, err)
 	}
 	defer resp.Body.Close()
+	return decodeAnswer(resp, method+" "+path, out)
+}
+
+// decodeAnswer reads a node's JSON answer into out (may be nil), or turns
+// an error answer into an error carrying the node's message.
+func decodeAnswer(resp *http.Response, what string, out any) error {
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if resp.StatusCode >= 300 {
 		var je joinError
 		if json.Unmarshal(data, &je) == nil && je.Message != "" {
 			return errors.New(je.Message)
 		}
-		return fmt.Errorf("%s %s: HTTP %d: %s", method, path, resp.StatusCode, bytes.TrimSpace(data))
+		return fmt.Errorf("%s: HTTP %d: %s", what, resp.StatusCode, bytes.TrimSpace(data))
 	}
 	if out != nil {
 		return json.Unmarshal(data, out)
@@ -233,16 +239,8 @@ func (c *Client) ImportImage(ctx context.Context, archive io.Reader) ([]ImageInf
 		return nil, fmt.Errorf("sending the image to %s: %w", c.base, err)
 	}
 	defer resp.Body.Close()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if resp.StatusCode >= 300 {
-		var je joinError
-		if json.Unmarshal(data, &je) == nil && je.Message != "" {
-			return nil, errors.New(je.Message)
-		}
-		return nil, fmt.Errorf("importing: HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(data))
-	}
 	var out []ImageInfo
-	return out, json.Unmarshal(data, &out)
+	return out, decodeAnswer(resp, "importing", &out)
 }
 
 // Images lists the node's images.

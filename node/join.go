@@ -85,9 +85,7 @@ func (l *joinLimiter) get(addr string) *rate.Limiter {
 }
 
 func writeJoinError(w http.ResponseWriter, code int, format string, args ...any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	_ = json.NewEncoder(w).Encode(joinError{Message: fmt.Sprintf(format, args...)})
+	writeJSON(w, code, joinError{Message: fmt.Sprintf(format, args...)})
 }
 
 // handleJoin admits a new node that proves a join token.
@@ -171,8 +169,7 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 		Seeds:       n.gossipSeeds(),
 	}
 	n.log.Info("node admitted", "name", req.NodeName, "id", req.NodeID, "addr", req.AdvertiseAddr, "token", req.TokenID)
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(resp)
+	writeJSON(w, http.StatusOK, resp)
 }
 
 const nodeCertTTL = 365 * 24 * time.Hour
@@ -211,17 +208,9 @@ func requestJoin(ctx context.Context, addr string, tok pki.Token, req joinReques
 		return nil, nil, fmt.Errorf("joining via %s: %w", addr, err)
 	}
 	defer resp.Body.Close()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode != http.StatusOK {
-		var je joinError
-		if json.Unmarshal(data, &je) == nil && je.Message != "" {
-			return nil, nil, fmt.Errorf("joining via %s: %s", addr, je.Message)
-		}
-		return nil, nil, fmt.Errorf("joining via %s: HTTP %d", addr, resp.StatusCode)
-	}
 	var jr joinResponse
-	if err := json.Unmarshal(data, &jr); err != nil {
-		return nil, nil, fmt.Errorf("joining via %s: bad answer: %w", addr, err)
+	if err := decodeAnswer(resp, "join", &jr); err != nil {
+		return nil, nil, fmt.Errorf("joining via %s: %w", addr, err)
 	}
 	ca, err := pki.PeerCA(*resp.TLS)
 	if err != nil {

@@ -243,17 +243,10 @@ func (n *Node) Run(ctx context.Context) error {
 	rcfg.TLS = n.mTLSConfig()
 	rcfg.Bootstrap = n.bootstrap
 	rcfg.FSM = n.fsm
-	if n.cfg.SnapshotThreshold > 0 {
-		rcfg.SnapshotThreshold = n.cfg.SnapshotThreshold
-	}
+	// Zero values leave the consensus defaults in place.
+	rcfg.SnapshotThreshold, rcfg.SnapshotInterval, rcfg.CommitTimeout = n.cfg.SnapshotThreshold, n.cfg.SnapshotInterval, n.cfg.CommitTimeout
 	if hb := n.cfg.HeartbeatTimeout; hb > 0 {
 		rcfg.HeartbeatTimeout, rcfg.ElectionTimeout, rcfg.LeaderLeaseTimeout = hb, hb, hb*5/6
-	}
-	if n.cfg.CommitTimeout > 0 {
-		rcfg.CommitTimeout = n.cfg.CommitTimeout
-	}
-	if n.cfg.SnapshotInterval > 0 {
-		rcfg.SnapshotInterval = n.cfg.SnapshotInterval
 	}
 	var err error
 	if n.raft, err = consensus.New(rcfg); err != nil {

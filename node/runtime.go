@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -137,6 +136,5 @@ func (n *Node) handleImages(w http.ResponseWriter, r *http.Request) {
 		out = append(out, ImageInfo{Ref: im.Ref, Digest: im.Digest, ImageID: im.ConfigDigest, Size: im.Size})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Ref < out[j].Ref })
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(out)
+	writeJSON(w, http.StatusOK, out)
 }

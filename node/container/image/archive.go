@@ -1,8 +1,6 @@
 package image
 
 import (
-	"github.com/shoal-dev/shoal/node/container"
-
 	"archive/tar"
 	"crypto/sha256"
 	"encoding/json"
@@ -17,6 +15,8 @@ import (
 	digest "github.com/opencontainers/go-digest"
 	specs "github.com/opencontainers/image-spec/specs-go"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/shoal-dev/shoal/node/container"
 )
 
 // AnnotationImageName is containerd's annotation for an image's full name,
