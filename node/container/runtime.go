@@ -3,6 +3,7 @@ package container
 import (
 	"context"
 	"io"
+	"net/http"
 	"time"
 )
 
@@ -21,6 +22,20 @@ type Runtime interface {
 	// so "busybox" finds docker.io/library/busybox:latest); ErrNotFound when
 	// absent.
 	GetImage(ctx context.Context, ref string) (Image, error)
+	// PullImage makes the image called ref (normalized like GetImage)
+	// present and unpacked, and returns it like GetImage. An image already
+	// present is returned at once, without network. Otherwise each mirror
+	// of opts is asked in order, then (with opts.Registry) the registry
+	// named in ref; the first that has the image serves it, and its blobs
+	// come from it or, should it fail, from the other sources that were
+	// reachable. Concurrent pulls of one ref share one download.
+	//
+	// The error wraps ErrNotFound when no source has the image and at
+	// least one answered that it does not (sources that could not be
+	// reached are named in the message), or when there is nowhere to look;
+	// it does not when no source could be reached at all (a transport
+	// failure: retry later). ErrInvalid for a malformed ref or mirror.
+	PullImage(ctx context.Context, ref string, opts PullOptions) (Image, error)
 
 	// CreateContainer creates a container that is not started.
 	// ErrAlreadyExists if the ID is taken, ErrNotFound if the image is
@@ -60,6 +75,38 @@ type Image struct {
 	ConfigDigest string // digest of the image config: Kubernetes' imageID
 	Size         int64  // bytes of content (compressed layers, config, manifest)
 	Config       ImageConfig
+}
+
+// PullOptions says where PullImage looks for an image.
+type PullOptions struct {
+	// Mirrors are peers serving the OCI distribution API (read-only is
+	// enough), asked in order before the image's own registry.
+	Mirrors []Mirror
+	// Registry also asks the registry named in the ref (over https, with
+	// anonymous token auth) when no mirror has the image.
+	Registry bool
+	// Progress, when set, is called once per blob (manifest, config,
+	// layer) downloaded, never concurrently. It must not block.
+	Progress func(PullProgress)
+}
+
+// Mirror is a peer serving images over https, typically another node's
+// RegistryHandler.
+type Mirror struct {
+	// Host is the peer's host:port; requests go to https://Host/v2/...
+	Host string
+	// Client makes the requests: it carries the mTLS configuration
+	// (client certificate, cluster CA). nil means http.DefaultClient.
+	Client *http.Client
+}
+
+// PullProgress reports one blob downloaded by PullImage.
+type PullProgress struct {
+	Ref     string // the normalized ref being pulled
+	Source  string // where the ref was found: a mirror's Host or the registry's host
+	Digest  string // the blob
+	Size    int64  // its size in bytes
+	Fetched int64  // bytes received so far by this pull, this blob included
 }
 
 // ImageConfig is the part of an image's config that decides how its

@@ -3,17 +3,30 @@ package containerd
 import (
 	"testing"
 
+	"github.com/shoal-dev/shoal/node/container"
 	"github.com/shoal-dev/shoal/node/container/containertest"
 )
 
 // The real runtime passes the same contract as the fake.
 func TestConformance(t *testing.T) {
-	rt := newRuntime(t, sharedDaemon(t))
+	d := sharedDaemon(t)
+	rt := newRuntime(t, d)
 	ref := importBusybox(t, rt)
 	containertest.TestRuntime(t, containertest.Harness{
 		Runtime:  rt,
 		Image:    ref,
 		Spec:     containertest.ExitFileSpec(ref),
 		MakeExit: containertest.ExitFileMakeExit(rt),
+		// Another namespace of the daemon plays the peer.
+		Mirror: func(t *testing.T) (container.Mirror, string) {
+			const pulled = "shoal.test/pulled:1"
+			cfg := rt.cfg
+			cfg.Namespace = rt.cfg.Namespace + "-mirror"
+			peer := openRuntime(t, cfg)
+			archive, _ := buildBusybox(t, pulled)
+			importArchive(t, peer, archive)
+			t.Cleanup(func() { deleteImage(t, rt, pulled) })
+			return serveMirror(t, peer, nil), pulled
+		},
 	})
 }

@@ -22,6 +22,7 @@ type Runtime struct {
 	client *ctd.Client
 	exits  *exitq.Queue
 	locks  keylock.Map // serializes Create/Start/Stop/Remove per container ID
+	pulls  keylock.Map // serializes PullImage per normalized image ref
 
 	life   context.Context // cancelled by Close; parent of every waiter
 	cancel context.CancelFunc

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,6 +25,10 @@ type Harness struct {
 	MakeExit func(ctx context.Context, id string, code int) error
 	// Timeout bounds each wait for an exit (default 10 s).
 	Timeout time.Duration
+	// Mirror, when set, returns a mirror (reachable by Runtime's
+	// PullImage) holding an image Runtime lacks, and that image's ref,
+	// for the pull cases.
+	Mirror func(t *testing.T) (container.Mirror, string)
 }
 
 // ExitFileSpec is a Spec for runtimes that run real processes: a busybox
@@ -115,6 +120,47 @@ func TestRuntime(t *testing.T, h Harness) {
 	}
 	if !found {
 		t.Errorf("ListImages = %+v, lacks %s", imgs, img.Ref)
+	}
+
+	// Pulls. Present images need no source; absent ones need one.
+	pulled, err := rt.PullImage(ctx, h.Image, container.PullOptions{})
+	expectOK("PullImage present", err)
+	if pulled.Ref != img.Ref || pulled.Digest != img.Digest || pulled.ConfigDigest != img.ConfigDigest {
+		t.Errorf("PullImage present = %+v, want %+v", pulled, img)
+	}
+	_, err = rt.PullImage(ctx, "example.invalid/absent:1", container.PullOptions{})
+	expectErr("PullImage absent, nowhere to look", err, container.ErrNotFound)
+	_, err = rt.PullImage(ctx, "Not A Ref", container.PullOptions{})
+	expectErr("PullImage malformed", err, container.ErrInvalid)
+	_, err = rt.PullImage(ctx, "example.invalid/absent:1", container.PullOptions{Mirrors: []container.Mirror{{Host: "no-port"}}})
+	expectErr("PullImage bad mirror", err, container.ErrInvalid)
+	if h.Mirror != nil {
+		m, ref := h.Mirror(t)
+		want, _ := container.NormalizeRef(ref)
+		if _, err := rt.GetImage(ctx, ref); !errors.Is(err, container.ErrNotFound) {
+			t.Fatalf("the mirror's image %s is already present: %v", ref, err)
+		}
+		_, err = rt.PullImage(ctx, "example.invalid/absent:1", container.PullOptions{Mirrors: []container.Mirror{m}})
+		expectErr("PullImage absent from the mirror", err, container.ErrNotFound)
+		if err != nil && !strings.Contains(err.Error(), m.Host) {
+			t.Errorf("PullImage absent: %q does not say where it looked (%s)", err, m.Host)
+		}
+		pulled, err := rt.PullImage(ctx, ref, container.PullOptions{Mirrors: []container.Mirror{m}})
+		expectOK("PullImage from the mirror", err)
+		got, err := rt.GetImage(ctx, ref)
+		expectOK("GetImage pulled", err)
+		if pulled.Ref != want || got.Ref != want || got.Digest != pulled.Digest || got.ConfigDigest != pulled.ConfigDigest || pulled.Digest == "" {
+			t.Errorf("pulled %+v, then GetImage = %+v; want ref %s", pulled, got, want)
+		}
+		again, err := rt.PullImage(ctx, ref, container.PullOptions{})
+		expectOK("PullImage pulled again, no source", err)
+		if again.Digest != pulled.Digest {
+			t.Errorf("pulled again = %+v, want %+v", again, pulled)
+		}
+		spec := h.Spec(id)
+		spec.Image = ref
+		expectOK("Create from the pulled image", rt.CreateContainer(ctx, spec))
+		expectOK("Remove created from the pulled image", rt.RemoveContainer(ctx, id))
 	}
 
 	// Absent containers.

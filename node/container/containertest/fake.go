@@ -5,10 +5,11 @@
 // Fake keeps images and containers in memory and runs nothing: a "running"
 // container is a record with a made-up pid. Tests drive it: Exit ends a
 // running container, Inject makes calls fail, SetExecHandler decides what
-// an Exec does, SetStopBehaviour whether a container honours SIGTERM. It
-// validates and fails like the real runtime (ErrNotFound, ErrAlreadyExists,
-// ErrInvalid, ErrNotRunning; removing what is gone succeeds). It never
-// sleeps: a Stop grace is recorded, not waited.
+// an Exec does, SetStopBehaviour whether a container honours SIGTERM,
+// AddRemoteImage and SetSourceDown what PullImage finds on which mirror or
+// registry. It validates and fails like the real runtime (ErrNotFound,
+// ErrAlreadyExists, ErrInvalid, ErrNotRunning; removing what is gone
+// succeeds). It never sleeps: a Stop grace is recorded, not waited.
 //
 // Fake is safe for concurrent use; handlers it calls run without its lock.
 package containertest
@@ -35,6 +36,7 @@ const (
 	OpImportImage Op = "ImportImage"
 	OpListImages  Op = "ListImages"
 	OpGetImage    Op = "GetImage"
+	OpPullImage   Op = "PullImage"
 	OpCreate      Op = "CreateContainer"
 	OpStart       Op = "StartContainer"
 	OpStop        Op = "StopContainer"
@@ -75,14 +77,16 @@ type Fake struct {
 	exits *exitq.Queue
 
 	mu      sync.Mutex
-	now     func() time.Time           // guarded by mu
-	images  map[string]container.Image // guarded by mu; by normalized ref
-	ctrs    map[string]*fakeContainer  // guarded by mu
-	faults  []*Fault                   // guarded by mu
-	calls   []Call                     // guarded by mu
-	nextPid int                        // guarded by mu
-	exec    ExecHandler                // guarded by mu
-	closed  bool                       // guarded by mu
+	now     func() time.Time                      // guarded by mu
+	images  map[string]container.Image            // guarded by mu; by normalized ref
+	ctrs    map[string]*fakeContainer             // guarded by mu
+	faults  []*Fault                              // guarded by mu
+	calls   []Call                                // guarded by mu
+	nextPid int                                   // guarded by mu
+	exec    ExecHandler                           // guarded by mu
+	remote  map[string]map[string]container.Image // guarded by mu; source → normalized ref → image
+	down    map[string]bool                       // guarded by mu; sources that are unreachable
+	closed  bool                                  // guarded by mu
 }
 
 type fakeContainer struct {
@@ -100,6 +104,8 @@ func New() *Fake {
 		now:     time.Now,
 		images:  make(map[string]container.Image),
 		ctrs:    make(map[string]*fakeContainer),
+		remote:  make(map[string]map[string]container.Image),
+		down:    make(map[string]bool),
 		nextPid: 1000,
 	}
 }
@@ -138,6 +144,46 @@ func (f *Fake) RemoveImage(ref string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	delete(f.images, name)
+}
+
+// AddRemoteImage makes an image available to PullImage from source: a
+// mirror's Host ("10.0.0.2:7443"), or a registry host as named in refs
+// ("docker.io", "example.com") for pulls with PullOptions.Registry. The
+// image gets the digests AddImage would give it.
+func (f *Fake) AddRemoteImage(source, ref string, cfg container.ImageConfig) (container.Image, error) {
+	name, err := container.NormalizeRef(ref)
+	if err != nil {
+		return container.Image{}, err
+	}
+	img := container.Image{Ref: name, Digest: fakeDigest("manifest", name), ConfigDigest: fakeDigest("config", name), Size: 1 << 20, Config: cfg}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.remote[source] == nil {
+		f.remote[source] = make(map[string]container.Image)
+	}
+	f.remote[source][name] = cloneImage(img)
+	return img, nil
+}
+
+// RemoveRemoteImage makes source forget an image.
+func (f *Fake) RemoveRemoteImage(source, ref string) {
+	name, _ := container.NormalizeRef(ref)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.remote[source], name)
+}
+
+// SetSourceDown makes source (see AddRemoteImage) unreachable: PullImage
+// gets a transport error from it, as from a peer that is down. A source
+// not down and without the image answers "not found".
+func (f *Fake) SetSourceDown(source string, down bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if down {
+		f.down[source] = true
+	} else {
+		delete(f.down, source)
+	}
 }
 
 // Inject adds a fault; the returned func removes it.

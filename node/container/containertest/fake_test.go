@@ -32,6 +32,12 @@ func TestFakeConformance(t *testing.T) {
 			return container.ContainerSpec{ID: id, Image: "busybox", Command: []string{"sleep", "60"}}
 		},
 		MakeExit: func(_ context.Context, id string, code int) error { return f.Exit(id, code, false) },
+		Mirror: func(t *testing.T) (container.Mirror, string) {
+			if _, err := f.AddRemoteImage("peer.test:7443", "example.com/remote:1", container.ImageConfig{Cmd: []string{"sh"}}); err != nil {
+				t.Fatal(err)
+			}
+			return container.Mirror{Host: "peer.test:7443"}, "example.com/remote:1"
+		},
 	})
 }
 
@@ -205,4 +211,75 @@ func TestFakeImportsArchives(t *testing.T) {
 	if _, err := New().ImportImage(context.Background(), strings.NewReader("not a tar")); err == nil {
 		t.Error("garbage imported")
 	}
+}
+
+func TestFakePull(t *testing.T) {
+	ctx := context.Background()
+	cfg := container.ImageConfig{Cmd: []string{"serve"}}
+	a, b := container.Mirror{Host: "a.test:1"}, container.Mirror{Host: "b.test:1"}
+	t.Run("mirrors in order, down ones skipped, then present", func(t *testing.T) {
+		f := New()
+		defer f.Close()
+		f.AddRemoteImage("b.test:1", "example.com/app:1", cfg)
+		f.SetSourceDown("a.test:1", true)
+		var got []container.PullProgress
+		img, err := f.PullImage(ctx, "example.com/app:1", container.PullOptions{Mirrors: []container.Mirror{a, b},
+			Progress: func(p container.PullProgress) { got = append(got, p) }})
+		if err != nil || img.Ref != "example.com/app:1" || img.Config.Cmd[0] != "serve" {
+			t.Fatalf("pull = %+v, %v", img, err)
+		}
+		if len(got) != 1 || got[0].Source != "b.test:1" || got[0].Digest != img.Digest {
+			t.Errorf("progress %+v", got)
+		}
+		f.RemoveRemoteImage("b.test:1", "example.com/app:1")
+		if again, err := f.PullImage(ctx, "example.com/app:1", container.PullOptions{}); err != nil || again.Digest != img.Digest {
+			t.Errorf("pull of present = %+v, %v", again, err)
+		}
+		if _, err := f.GetImage(ctx, "example.com/app:1"); err != nil {
+			t.Error(err)
+		}
+	})
+	t.Run("not found lists where it looked", func(t *testing.T) {
+		f := New()
+		defer f.Close()
+		f.SetSourceDown("a.test:1", true)
+		_, err := f.PullImage(ctx, "example.com/app:1", container.PullOptions{Mirrors: []container.Mirror{a, b}})
+		if !errors.Is(err, container.ErrNotFound) || !strings.Contains(err.Error(), "a.test:1: unreachable") ||
+			!strings.Contains(err.Error(), "b.test:1: not found") || !strings.Contains(err.Error(), "registry example.com: not asked") {
+			t.Errorf("pull = %v", err)
+		}
+	})
+	t.Run("nothing reachable is not ErrNotFound", func(t *testing.T) {
+		f := New()
+		defer f.Close()
+		f.SetSourceDown("a.test:1", true)
+		_, err := f.PullImage(ctx, "example.com/app:1", container.PullOptions{Mirrors: []container.Mirror{a}})
+		if err == nil || errors.Is(err, container.ErrNotFound) {
+			t.Errorf("pull = %v", err)
+		}
+	})
+	t.Run("registry last, only when asked", func(t *testing.T) {
+		f := New()
+		defer f.Close()
+		f.AddRemoteImage("docker.io", "busybox", cfg)
+		if _, err := f.PullImage(ctx, "busybox", container.PullOptions{Mirrors: []container.Mirror{a}}); !errors.Is(err, container.ErrNotFound) {
+			t.Fatalf("pull without registry = %v", err)
+		}
+		img, err := f.PullImage(ctx, "busybox", container.PullOptions{Mirrors: []container.Mirror{a}, Registry: true})
+		if err != nil || img.Ref != "docker.io/library/busybox:latest" {
+			t.Fatalf("pull = %+v, %v", img, err)
+		}
+	})
+	t.Run("faults and the call log", func(t *testing.T) {
+		f := New()
+		defer f.Close()
+		boom := errors.New("boom")
+		f.Inject(Fault{Op: OpPullImage, Err: boom, Times: 1})
+		if _, err := f.PullImage(ctx, "x:1", container.PullOptions{}); !errors.Is(err, boom) {
+			t.Fatalf("pull = %v", err)
+		}
+		if calls := f.Calls(); len(calls) != 1 || calls[0].Op != OpPullImage || calls[0].ID != "x:1" {
+			t.Errorf("calls %+v", calls)
+		}
+	})
 }

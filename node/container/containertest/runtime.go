@@ -5,8 +5,13 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"sort"
+	"strings"
 	"time"
+
+	"github.com/distribution/reference"
+	digest "github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/node/container"
 )
@@ -214,3 +219,94 @@ func (f *Fake) containerLocked(op Op, id string, grace time.Duration) (*fakeCont
 	}
 	return c, nil
 }
+
+// PullImage implements container.Runtime over the sources scripted with
+// AddRemoteImage and SetSourceDown: mirrors in order, then the ref's
+// registry host when opts.Registry. It fails like the real runtime.
+func (f *Fake) PullImage(ctx context.Context, ref string, opts container.PullOptions) (container.Image, error) {
+	f.mu.Lock()
+	img, progress, err := f.pullLocked(ctx, ref, opts)
+	f.mu.Unlock()
+	if err != nil {
+		return container.Image{}, err
+	}
+	if progress != nil {
+		progress()
+	}
+	return img, nil
+}
+
+// pullLocked does PullImage's work; the returned func reports progress
+// once the lock is released.
+func (f *Fake) pullLocked(ctx context.Context, ref string, opts container.PullOptions) (container.Image, func(), error) {
+	if err := f.beginLocked(OpPullImage, ref, 0); err != nil {
+		return container.Image{}, nil, err
+	}
+	name, err := container.NormalizeRef(ref)
+	if err != nil {
+		return container.Image{}, nil, err
+	}
+	if img, ok := f.images[name]; ok {
+		return cloneImage(img), nil, nil
+	}
+	type source struct{ kind, host string }
+	var sources []source
+	for _, m := range opts.Mirrors {
+		if _, port, err := net.SplitHostPort(m.Host); err != nil || port == "" || strings.ContainsAny(m.Host, "/?#@ ") {
+			return container.Image{}, nil, fmt.Errorf("pulling image %s: mirror host %q: want host:port: %w", name, m.Host, container.ErrInvalid)
+		}
+		sources = append(sources, source{"mirror", m.Host})
+	}
+	if _, err := digest.Parse(name); err == nil {
+		return container.Image{}, nil, fmt.Errorf("image %s is not present, and a bare digest names no repository to pull from: %w", name, container.ErrNotFound)
+	}
+	registry := ""
+	if named, err := reference.ParseNormalizedNamed(name); err == nil {
+		registry = reference.Domain(named)
+	}
+	if opts.Registry && registry != "" {
+		sources = append(sources, source{"registry", registry})
+	}
+	if len(sources) == 0 {
+		return container.Image{}, nil, fmt.Errorf("image %s is not present, and there is nowhere to pull it from (no mirror, registry not asked): %w", name, container.ErrNotFound)
+	}
+	var tried []string
+	answered := false
+	for _, s := range sources {
+		if err := ctx.Err(); err != nil {
+			return container.Image{}, nil, fmt.Errorf("pulling image %s: %w", name, err)
+		}
+		if f.down[s.host] {
+			tried = append(tried, s.kind+" "+s.host+": unreachable (down)")
+			continue
+		}
+		answered = true
+		img, ok := f.remote[s.host][name]
+		if !ok {
+			tried = append(tried, s.kind+" "+s.host+": not found")
+			continue
+		}
+		f.images[name] = cloneImage(img)
+		var progress func()
+		if opts.Progress != nil {
+			p := container.PullProgress{Ref: name, Source: s.host, Digest: img.Digest, Size: img.Size, Fetched: img.Size}
+			progress = func() { opts.Progress(p) }
+		}
+		return cloneImage(img), progress, nil
+	}
+	if !opts.Registry && registry != "" {
+		tried = append(tried, "registry "+registry+": not asked")
+	}
+	where := strings.Join(tried, "; ")
+	if !answered {
+		return container.Image{}, nil, fmt.Errorf("pulling image %s: no mirror or registry could be reached (%s)", name, where)
+	}
+	return container.Image{}, nil, &notFoundError{fmt.Sprintf("image %s: no mirror or registry has it (%s)", name, where)}
+}
+
+// notFoundError wraps ErrNotFound with a message of its own, like the real
+// runtime's pull errors.
+type notFoundError struct{ msg string }
+
+func (e *notFoundError) Error() string { return e.msg }
+func (e *notFoundError) Unwrap() error { return container.ErrNotFound }
