@@ -22,7 +22,10 @@ type ContainerSpec struct {
 	Resources Resources
 	Security  Security
 	// LogPath receives stdout and stderr, appended (the file is created,
-	// its directory too). The runtime never rotates it. "" discards output.
+	// its directory too). The implementation decides the format: raw
+	// output, or CRI log records through a logger process that also
+	// rotates the file (containerd with Config.LogBinary; see
+	// node/container/logfile). "" discards output.
 	LogPath string
 	// Labels are returned by Status and List. Keys starting with
 	// ReservedLabelPrefix belong to implementations.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/node/container"
+	"github.com/shoal-dev/shoal/node/container/logfile"
 )
 
 // Config configures a Runtime. It is not mutated after New.
@@ -30,6 +31,23 @@ type Config struct {
 	CgroupParent string
 	// DialTimeout bounds connecting to the daemon in New.
 	DialTimeout time.Duration
+	// LogBinary, when set, is the containerd logging binary (an absolute
+	// path) that writes each container's LogPath in the CRI format, rotated
+	// by size (see node/container/logfile): the shim starts
+	// "LogBinary LogBinaryArgs[0] <logfile.LoggerArg JSON>" for each run, as
+	// its own child, so it outlives the agent and the daemon. "" leaves the
+	// shim appending raw stdout and stderr to LogPath, never rotated.
+	LogBinary string
+	// LogBinaryArgs is the fixed argument before the JSON, exactly one
+	// (such as "container-logger" for `shoal container-logger`): the shim
+	// passes a logging binary's arguments as URL query pairs in map order,
+	// so only a single key and value keep argv fixed.
+	LogBinaryArgs []string
+	// LogMaxSize is the size at which LogBinary rotates a container's log
+	// file, and LogMaxFiles the number of files it keeps, the current one
+	// included; 0 takes logfile's defaults (10 MiB, 5).
+	LogMaxSize  int64
+	LogMaxFiles int
 	// Logf receives rare operational messages (retries, cleanup failures);
 	// nil discards them.
 	Logf func(format string, args ...any)
@@ -43,6 +61,8 @@ func DefaultConfig() Config {
 		Snapshotter: "overlayfs",
 		Runtime:     "io.containerd.runc.v2",
 		DialTimeout: 10 * time.Second,
+		LogMaxSize:  logfile.DefaultMaxSize,
+		LogMaxFiles: logfile.DefaultMaxFiles,
 	}
 }
 
@@ -64,6 +84,17 @@ func (c Config) Validate() error {
 	}
 	if c.DialTimeout <= 0 {
 		return errors.New("containerd: dial timeout must be positive")
+	}
+	if c.LogBinary != "" {
+		if !filepath.IsAbs(c.LogBinary) {
+			return fmt.Errorf("containerd: log binary %q is not absolute", c.LogBinary)
+		}
+		if len(c.LogBinaryArgs) != 1 || c.LogBinaryArgs[0] == "" {
+			return fmt.Errorf("containerd: log binary arguments %q: want exactly one (the shim shuffles any more)", c.LogBinaryArgs)
+		}
+	}
+	if c.LogMaxSize < 0 || c.LogMaxFiles < 0 {
+		return fmt.Errorf("containerd: negative log limits (max size %d, max files %d)", c.LogMaxSize, c.LogMaxFiles)
 	}
 	return nil
 }

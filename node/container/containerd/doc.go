@@ -5,7 +5,9 @@
 // Everything Shoal makes lives in a containerd namespace of its own
 // (Config.Namespace, "shoal" by default). Per container: a container record,
 // an overlayfs snapshot named after the container ID, and a task whose
-// stdout and stderr the shim appends to the spec's LogPath. Shims outlive
+// stdout and stderr go to the spec's LogPath: through Config.LogBinary (a
+// logger process the shim starts, writing rotated CRI-format logs), or
+// appended raw by the shim when none is set. Shims outlive
 // both the daemon and this process, so a new Runtime on the same daemon (an
 // agent restart) finds running containers with List and Status, and keeps
 // reporting their exits.
@@ -24,6 +26,12 @@
 // the tasks Wait call and retrying it while the daemon restarts. OOM kills
 // are read from the container's memory cgroup (oom_kill counter) at exit,
 // before the cgroup is deleted.
+//
+// Images travel between nodes without a registry: RegistryHandler serves
+// the runtime's content store read-only over the OCI distribution API (the
+// node mounts it at /v2/ behind its mTLS), and PullImage uses other nodes'
+// handlers as registry mirrors, asked in order before the image's own
+// registry.
 //
 // Runtime and Daemon are safe for concurrent use; see node/container for the
 // per-container ordering rules.

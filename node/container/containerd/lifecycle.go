@@ -3,8 +3,6 @@ package containerd
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"syscall"
 	"time"
 
@@ -45,10 +43,9 @@ func (r *Runtime) StartContainer(ctx context.Context, id string) error {
 
 	creator := cio.NullIO
 	if lp := rec.Labels[labelLogPath]; lp != "" {
-		if err := os.MkdirAll(filepath.Dir(lp), 0o755); err != nil {
+		if creator, err = r.logIO(lp); err != nil {
 			return fmt.Errorf("starting container %s: %w", id, err)
 		}
-		creator = cio.LogFile(lp)
 	}
 	task, err := c.NewTask(ctx, creator, r.withRuncRoot)
 	if err != nil {
