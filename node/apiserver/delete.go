@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -147,7 +148,8 @@ func (s *Server) delete(rq *request) {
 // deleteObject deletes one object: objects with finalizers (or a propagation
 // policy that adds one) are marked with a deletionTimestamp and stay until an
 // update empties their finalizers; others are removed now. Pods are removed
-// now too (graceful termination arrives with the kubelet role). It returns the
+// gracefully: a running pod bound to a node is marked and stays until that
+// node's agent has stopped its containers (podGracePeriod). It returns the
 // object as last stored and whether it is gone.
 func (s *Server) deleteObject(rq *request, ns, name string, opts *metav1.DeleteOptions) (state.Object, bool, error) {
 	gr := rq.res.groupResource()
@@ -166,23 +168,33 @@ func (s *Server) deleteObject(rq *request, ns, name string, opts *metav1.DeleteO
 		}
 		var op state.Op
 		var out state.Object
-		immediate := len(fins) == 0
+		podGrace := int64(0)
+		if pod, ok := cur.(*corev1.Pod); ok {
+			podGrace = s.podGracePeriod(pod, opts)
+		}
+		immediate := len(fins) == 0 && podGrace == 0
 		if immediate {
 			out = cur
 			op = state.Delete(rq.res.Kind, ns, name, rvOf(cur), string(cur.GetUID()))
 		} else {
-			if cur.GetDeletionTimestamp() != nil && len(fins) == len(cur.GetFinalizers()) {
+			shorter := podGrace > 0 && cur.GetDeletionGracePeriodSeconds() != nil && podGrace < *cur.GetDeletionGracePeriodSeconds()
+			if cur.GetDeletionTimestamp() != nil && len(fins) == len(cur.GetFinalizers()) && !shorter {
 				return cur, false, nil // already being deleted
 			}
 			next := cur.DeepCopyObject().(state.Object)
 			next.SetFinalizers(fins)
-			if next.GetDeletionTimestamp() == nil {
-				now := metav1.NewTime(s.now().Truncate(1e9))
-				next.SetDeletionTimestamp(&now)
+			if next.GetDeletionTimestamp() == nil || shorter {
 				grace := int64(0)
 				if opts.GracePeriodSeconds != nil && *opts.GracePeriodSeconds > 0 {
 					grace = *opts.GracePeriodSeconds
 				}
+				if podGrace > 0 {
+					grace = podGrace
+				}
+				// As in Kubernetes, the timestamp is when the grace period
+				// ends.
+				at := metav1.NewTime(s.now().Add(time.Duration(grace) * time.Second).Truncate(1e9))
+				next.SetDeletionTimestamp(&at)
 				next.SetDeletionGracePeriodSeconds(&grace)
 			}
 			next.SetResourceVersion("")
@@ -248,4 +260,25 @@ func (s *Server) deleteCollection(rq *request) {
 func namespaceTerminating(o state.Object) bool {
 	n, ok := o.(*corev1.Namespace)
 	return ok && (n.DeletionTimestamp != nil || n.Status.Phase == corev1.NamespaceTerminating)
+}
+
+// podGracePeriod is how long a pod being deleted gets to stop: 0 deletes it
+// at once — when asked (gracePeriodSeconds=0), when it never ran on a node,
+// when it has finished, or when its node is gone (nothing would ever finish
+// the deletion); otherwise the request's grace period, else the pod's
+// terminationGracePeriodSeconds (30 s by default).
+func (s *Server) podGracePeriod(pod *corev1.Pod, opts *metav1.DeleteOptions) int64 {
+	if pod.Spec.NodeName == "" || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
+		return 0
+	}
+	if _, ok := s.store.Get("nodes", "", pod.Spec.NodeName); !ok {
+		return 0
+	}
+	if g := opts.GracePeriodSeconds; g != nil {
+		return max(*g, 0)
+	}
+	if g := pod.Spec.TerminationGracePeriodSeconds; g != nil {
+		return max(*g, 1)
+	}
+	return corev1.DefaultTerminationGracePeriodSeconds
 }

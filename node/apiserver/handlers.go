@@ -378,7 +378,10 @@ func (s *Server) guaranteedUpdate(rq *request, mutate func(cur state.Object) (st
 		if equality.Semantic.DeepEqual(next, cur) {
 			return cur, http.StatusOK, nil
 		}
-		deleting := next.GetDeletionTimestamp() != nil && len(next.GetFinalizers()) == 0
+		// An update that removes the last finalizer of an object being
+		// deleted completes the deletion. (A pod terminating gracefully
+		// with no finalizers is finished by its node's agent instead.)
+		deleting := next.GetDeletionTimestamp() != nil && len(next.GetFinalizers()) == 0 && len(cur.GetFinalizers()) > 0
 		if rq.dryRun() {
 			return next, http.StatusOK, nil
 		}

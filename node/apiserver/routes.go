@@ -23,7 +23,7 @@ type request struct {
 	res       *resource // nil for non-resource paths
 	namespace string
 	name      string
-	sub       string // "", "status" or "scale"
+	sub       string // "", "status", "scale", or a pod stream (podsub.go)
 	query     url.Values
 	warnings  []string
 }
@@ -125,6 +125,10 @@ func (s *Server) serveResource(rq *request, group string, segs []string) {
 	}
 	if len(segs) > 2 {
 		rq.sub = segs[2]
+		if _, ok := podStreamSubresources[rq.sub]; ok && rq.res.Resource == "pods" && rq.res.Group == "" && rq.namespace != "" {
+			s.servePodStream(rq)
+			return
+		}
 		if !(rq.sub == "status" && rq.res.HasStatus) && !(rq.sub == "scale" && rq.res.scale) {
 			rq.fail(notFoundPath())
 			return

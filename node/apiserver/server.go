@@ -57,6 +57,9 @@ type Config struct {
 	// answering reads (headless autonomy). resourceVersion=0 reads never
 	// wait, as in Kubernetes.
 	ConsistentRead func(ctx context.Context) error
+	// PodStreams serves pods/log, exec, attach and portforward; nil
+	// answers them with 503.
+	PodStreams PodStreamFunc
 }
 
 // DefaultVersion is the version Shoal reports when Config.Version is empty:
@@ -101,6 +104,7 @@ type Server struct {
 	authorize func(u *userInfo, verb, resource string) bool
 
 	consistentRead func(ctx context.Context) error
+	podStreams     PodStreamFunc
 
 	// ctx bounds background work (namespace finalization); Close cancels it.
 	ctx    context.Context
@@ -117,7 +121,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		store: cfg.Store, prop: cfg.Proposer, now: cfg.Now, newUID: cfg.NewUID,
-		maxBody: cfg.MaxRequestBytes, version: cfg.Version, consistentRead: cfg.ConsistentRead,
+		maxBody: cfg.MaxRequestBytes, version: cfg.Version, consistentRead: cfg.ConsistentRead, podStreams: cfg.PodStreams,
 		bookmarkInterval: time.Minute,
 		authorize:        defaultAuthorize,
 		nsBusy:           map[string]bool{},
