@@ -621,7 +621,9 @@ func (c *Cluster) startAgent(name string, extra []string) error {
 	if s := procState(n.PID, n.StartTime); s != ProcExited {
 		return fmt.Errorf("node %s: %w (pid %d, %s)", n.Name, ErrRunning, n.PID, s)
 	}
-	args := []string{"agent", "--data-dir", n.DataDir, "--advertise-addr", n.IP, "--node-name", n.Name}
+	// Nothing leaves a local cluster's namespaces: images come from the
+	// nodes only (shoal image import on one, peers pull from it).
+	args := []string{"agent", "--data-dir", n.DataDir, "--advertise-addr", n.IP, "--node-name", n.Name, "--registry-pull=false"}
 	args = append(args, extra...)
 	args = append(args, c.st.AgentArgs...)
 
@@ -633,7 +635,11 @@ func (c *Cluster) startAgent(name string, extra []string) error {
 		return err
 	}
 	fmt.Fprintf(logf, "==== %s shoal local: %s %s\n", time.Now().Format(time.RFC3339), c.st.Binary, strings.Join(redactToken(args), " "))
-	cmd := exec.Command(ipCmd(), append([]string{"netns", "exec", n.Namespace, c.st.Binary}, args...)...)
+	// nsenter enters the node's network namespace only: the agent stays in
+	// the machine's mount namespace, so the pod namespaces and volumes it
+	// mounts outlive it and a restarted agent finds them (ip netns exec
+	// would give every start a private mount namespace of its own).
+	cmd := exec.Command(nsenterCmd(), append([]string{"--net=" + filepath.Join(netnsDir, n.Namespace), "--", c.st.Binary}, args...)...)
 	cmd.Dir = filepath.Dir(n.DataDir)
 	cmd.Stdout, cmd.Stderr = logf, logf // an *os.File: the agent writes to it directly
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -653,8 +659,8 @@ func (c *Cluster) startAgent(name string, extra []string) error {
 		<-exited
 		return fmt.Errorf("agent %s exited at once; log %s:\n%s", n.Name, n.LogPath, indent(tail(n.LogPath, 20)))
 	}
-	// ip netns exec execs the agent in place: wait for it so that the
-	// recorded PID is the agent's.
+	// nsenter execs the agent in place: wait for it so that the recorded
+	// PID is the agent's.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		argv, err := cmdline(pid)
@@ -970,6 +976,10 @@ func (c *Cluster) Down() error {
 		errs = append(errs, err)
 	}
 
+	// Pod namespaces, secret and memory volumes the agents mounted.
+	if err := unmountUnder(c.st.Dir); err != nil {
+		errs = append(errs, err)
+	}
 	for _, n := range c.st.Nodes {
 		if err := os.RemoveAll(filepath.Dir(n.DataDir)); err != nil {
 			errs = append(errs, err)

@@ -21,9 +21,9 @@
 //
 // # Agents
 //
-// Every node runs the real `shoal agent` under `ip netns exec` (which also
-// gives it a private mount namespace, shared with the containerd it starts),
-// in a session of its own, with stdout and stderr appended to its log file.
+// Every node runs the real `shoal agent` under `nsenter --net` (its network
+// namespace only: it stays in the machine's mount namespace, so the pod
+// namespaces it bind-mounts outlive a killed agent), in a session of its own, with stdout and stderr appended to its log file.
 // Agents outlive the process that started them; the PIDs (and process start
 // times, to guard against PID reuse) are recorded in DIR/cluster.json so that
 // Load can pick the cluster up from another process. Down stops the agents,

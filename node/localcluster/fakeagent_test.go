@@ -114,6 +114,7 @@ func fakeAgent(shared string, args []string) error {
 	name := fs.String("node-name", "", "")
 	join := fs.String("join", "", "")
 	token := fs.String("token", "", "")
+	_ = fs.Bool("registry-pull", true, "")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

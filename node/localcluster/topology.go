@@ -31,6 +31,14 @@ func nodeNamespace(cluster string, i int) string { return fmt.Sprintf("%s-n%d", 
 func vethName(i int) string                      { return fmt.Sprintf("veth%d", i) }
 
 // ipCmd is the path of iproute2's ip.
+// nsenterCmd finds util-linux nsenter.
+func nsenterCmd() string {
+	if p, err := exec.LookPath("nsenter"); err == nil {
+		return p
+	}
+	return "/usr/bin/nsenter"
+}
+
 func ipCmd() string {
 	if p, err := exec.LookPath("ip"); err == nil {
 		return p
