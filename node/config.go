@@ -63,21 +63,33 @@ type Config struct {
 	// HeartbeatTimeout is raft's failure detector (0 = the consensus
 	// default); election and lease timeouts follow it.
 	HeartbeatTimeout time.Duration
+	// PodNetwork is how pods on different nodes reach each other:
+	// "host-gw" (routes via the node addresses; nodes on one L2) or
+	// "vxlan".
+	PodNetwork string
+	// CrashLoopBackoff is the first restart back-off of a crashing
+	// container (doubling up to 5 minutes); 0 = Kubernetes' 10 s.
+	CrashLoopBackoff time.Duration
+	// PullFromRegistries lets nodes pull images from their registries
+	// when no peer has them.
+	PullFromRegistries bool
 }
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	host, _ := os.Hostname()
 	return Config{
-		DataDir:        DefaultDataDir,
-		NodeName:       host,
-		APIPort:        DefaultAPIPort,
-		GossipPort:     DefaultGossipPort,
-		RaftPort:       DefaultRaftPort,
-		Voters:         DefaultVoters,
-		DeadVoterGrace: 10 * time.Second,
-		PodCIDR:        DefaultPodCIDR,
-		ProposeTimeout: 5 * time.Second,
+		DataDir:            DefaultDataDir,
+		NodeName:           host,
+		APIPort:            DefaultAPIPort,
+		GossipPort:         DefaultGossipPort,
+		RaftPort:           DefaultRaftPort,
+		Voters:             DefaultVoters,
+		DeadVoterGrace:     10 * time.Second,
+		PodCIDR:            DefaultPodCIDR,
+		ProposeTimeout:     5 * time.Second,
+		PodNetwork:         "host-gw",
+		PullFromRegistries: true,
 	}
 }
 
@@ -106,6 +118,9 @@ func (c *Config) Validate() error {
 	}
 	if _, _, err := net.ParseCIDR(c.PodCIDR); err != nil {
 		errs = append(errs, fmt.Errorf("pod CIDR: %w", err))
+	}
+	if c.PodNetwork != "host-gw" && c.PodNetwork != "vxlan" {
+		errs = append(errs, fmt.Errorf("--pod-network must be host-gw or vxlan, not %q", c.PodNetwork))
 	}
 	if c.NodeName == "" {
 		errs = append(errs, errors.New("--node-name is required (no host name)"))

@@ -50,6 +50,7 @@ func (n *Node) httpHandler() (http.Handler, *apiserver.Server, error) {
 		MaxRequestBytes: 3 << 20,
 		Version:         ServerVersion,
 		ConsistentRead:  n.consistentRead,
+		PodStreams:      n.servePodStream,
 	})
 	if err != nil {
 		return nil, nil, err
@@ -66,6 +67,8 @@ func (n *Node) httpHandler() (http.Handler, *apiserver.Server, error) {
 	mux.Handle("/internal/v1/members", n.requireCluster(http.HandlerFunc(n.handleMembers)))
 	mux.Handle("/internal/v1/leave", n.requireCluster(http.HandlerFunc(n.handleLeave)))
 	mux.Handle("/internal/v1/images", n.requireCluster(http.HandlerFunc(n.handleImages)))
+	mux.Handle(internalPodsPath, n.requireNode(http.HandlerFunc(n.handleInternalPod)))
+	mux.Handle("/v2/", n.requireNode(n.registryHandler()))
 	mux.Handle("/debug/pprof/", n.requireCluster(http.HandlerFunc(pprof.Index)))
 	mux.Handle("/debug/pprof/profile", n.requireCluster(http.HandlerFunc(pprof.Profile)))
 	mux.Handle("/", api)
@@ -109,6 +112,21 @@ func (n *Node) requireCluster(h http.Handler) http.Handler {
 		c := r.TLS.VerifiedChains[0][0]
 		if !slices.Contains(c.Subject.Organization, "system:nodes") && !slices.Contains(c.Subject.Organization, "system:masters") {
 			http.Error(w, "forbidden", http.StatusForbidden)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// requireNode admits other nodes only (system:nodes certificates).
+func (n *Node) requireNode(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+			http.Error(w, "a node certificate of the cluster CA is required", http.StatusUnauthorized)
+			return
+		}
+		if !slices.Contains(r.TLS.VerifiedChains[0][0].Subject.Organization, "system:nodes") {
+			http.Error(w, "forbidden: nodes only", http.StatusForbidden)
 			return
 		}
 		h.ServeHTTP(w, r)

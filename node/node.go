@@ -22,6 +22,7 @@ import (
 
 	"github.com/shoal-dev/shoal/consensus"
 	"github.com/shoal-dev/shoal/gossip"
+	"github.com/shoal-dev/shoal/node/agent"
 	"github.com/shoal-dev/shoal/node/container"
 	"github.com/shoal-dev/shoal/node/pki"
 	"github.com/shoal-dev/shoal/node/state"
@@ -54,6 +55,11 @@ type Node struct {
 	// runtime is nil when the node has no container runtime.
 	runtime        container.Runtime
 	runtimeVersion string
+	registry       http.Handler // the runtime's images for peers; nil without one
+
+	agent    atomic.Pointer[agent.Agent] // the kubelet role, once running
+	peerOnce sync.Once
+	peerHTTP *http.Client
 
 	joinLimit joinLimiter
 	now       func() time.Time
@@ -514,6 +520,7 @@ func (n *Node) runNodeSelf(ctx context.Context) {
 	}
 	n.ready.Store(true)
 	n.log.Info("node ready")
+	n.runAgent(ctx)
 }
 
 // waitCaughtUp waits until a leader is known and this replica has applied

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"sort"
 	"time"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/shoal-dev/shoal/node/container"
 	"github.com/shoal-dev/shoal/node/container/containerd"
+	"github.com/shoal-dev/shoal/node/container/logfile"
 )
 
 const containerdDir = "containerd"
@@ -44,6 +46,13 @@ func (n *Node) startRuntime(ctx context.Context) (stop func()) {
 		daemon, cfg = d, d.RuntimeConfig()
 	}
 	cfg.Logf = func(format string, args ...any) { n.log.Info("runtime: " + fmt.Sprintf(format, args...)) }
+	// Container output goes through `shoal container-logger`, a child of
+	// the shim: it outlives this process and rotates the CRI-format logs.
+	if exe, err := os.Executable(); err == nil {
+		cfg.LogBinary, cfg.LogBinaryArgs = exe, []string{logfile.LoggerCommand}
+	} else {
+		n.log.Warn("container logs are not rotated: cannot find the shoal executable", "err", err)
+	}
 	rt, err := containerd.New(ctx, cfg)
 	if err != nil {
 		n.log.Error("connecting to containerd: this node runs no containers", "err", err)
@@ -53,6 +62,7 @@ func (n *Node) startRuntime(ctx context.Context) (stop func()) {
 		return func() {}
 	}
 	n.runtime = rt
+	n.registry = rt.RegistryHandler()
 	if v, err := rt.Client().Version(ctx); err == nil {
 		n.runtimeVersion = "containerd://" + v.Version
 	}
