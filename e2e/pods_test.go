@@ -186,8 +186,15 @@ func condition(p *corev1.Pod, t corev1.PodConditionType) corev1.ConditionStatus 
 // status fields Kubernetes reports; pods on different nodes reach each other
 // by pod IP; deleting a pod stops it gracefully and frees its IP and
 // namespace.
-func TestPodsAcrossNodes(t *testing.T) {
-	c := newCluster(t, 3)
+func TestPodsAcrossNodes(t *testing.T) { podsAcrossNodes(t, "host-gw") }
+
+// TestPodsAcrossNodesVXLAN is the same over the VXLAN pod network.
+func TestPodsAcrossNodesVXLAN(t *testing.T) { podsAcrossNodes(t, "vxlan") }
+
+func podsAcrossNodes(t *testing.T, mode string) {
+	c := newCluster(t, 3, func(cfg *localcluster.Config) {
+		cfg.AgentArgs = append(cfg.AgentArgs, "--pod-network="+mode)
+	})
 	importImages(t, c, "n1")
 	cs := clientset(t, c)
 	ctx := context.Background()
@@ -513,14 +520,19 @@ func mustQuantity(s string) resource.Quantity { return resource.MustParse(s) }
 // shims) never restarts a container: the restarted agent adopts what runs,
 // with the same container IDs, and the pod never leaves Running.
 func TestAgentRestartKeepsPods(t *testing.T) {
-	// The pod runs on n2; the API (and the watch) are n1's, which stays up.
-	c := newCluster(t, 2)
+	// The pod runs on n2; the API (and the watch) are n1's, which stays up;
+	// three nodes keep a quorum while n2 is down.
+	c := newCluster(t, 3)
 	importImages(t, c, "n2")
 	cs := clientsetFor(t, c, "n1")
 	ctx := context.Background()
-	if _, err := cs.CoreV1().Pods("default").Create(ctx, echoPod("steady", "n2"), metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
+	for _, name := range []string{"steady", "doomed"} {
+		if _, err := cs.CoreV1().Pods("default").Create(ctx, echoPod(name, "n2"), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
 	}
+	doomed := waitPod(t, cs, "default", "doomed", 60*time.Second, "Running", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning })
+	doomedCID := strings.TrimPrefix(doomed.Status.ContainerStatuses[0].ContainerID, "containerd://")
 	before := waitPod(t, cs, "default", "steady", 60*time.Second, "Running and Ready", func(p *corev1.Pod) bool {
 		return p.Status.Phase == corev1.PodRunning && podReady(p)
 	})
@@ -532,6 +544,10 @@ func TestAgentRestartKeepsPods(t *testing.T) {
 	pid := containerPID(t, strings.TrimPrefix(before.Status.ContainerStatuses[0].ContainerID, "containerd://"))
 
 	if err := c.Kill("n2"); err != nil {
+		t.Fatal(err)
+	}
+	// While n2's agent is down, doomed is force-deleted: nobody stops it.
+	if err := cs.CoreV1().Pods("default").Delete(ctx, "doomed", metav1.DeleteOptions{GracePeriodSeconds: ptr(int64(0))}); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(time.Second)
@@ -575,6 +591,25 @@ drain:
 		}
 	}
 	t.Logf("%d pod events during the agent restart, all Running", events)
+
+	// The restarted agent collected what doomed left: its container, address,
+	// namespace and cgroup.
+	n2 := node(t, c, "n2")
+	eventually(t, 20*time.Second, func() error {
+		if _, err := os.Stat(filepath.Join(n2.DataDir, "containerd", "state", "io.containerd.runtime.v2.task", "shoal", doomedCID)); err == nil {
+			return fmt.Errorf("doomed's container %s still exists", doomedCID)
+		}
+		if b, _ := os.ReadFile(filepath.Join(n2.DataDir, "podnet", "podnet.json")); strings.Contains(string(b), string(doomed.UID)) {
+			return fmt.Errorf("doomed still holds an address: %s", b)
+		}
+		if ents, _ := os.ReadDir(filepath.Join(n2.DataDir, "podnet", "netns")); len(ents) != 1 {
+			return fmt.Errorf("%d pod namespaces on n2, want 1 (steady's)", len(ents))
+		}
+		if ms, _ := filepath.Glob("/sys/fs/cgroup/*/shoal/pod-" + string(doomed.UID)); len(ms) > 0 {
+			return fmt.Errorf("doomed's cgroups are left: %v", ms)
+		}
+		return nil
+	})
 	// The restarted agent still serves the pod: deleting it works.
 	if err := cs.CoreV1().Pods("default").Delete(ctx, "steady", metav1.DeleteOptions{GracePeriodSeconds: ptr(int64(1))}); err != nil {
 		t.Fatal(err)
@@ -624,6 +659,16 @@ func TestPodBadInput(t *testing.T) {
 			t.Fatalf("creating %s: %v", p.Name, err)
 		}
 	}
+	// A pod bound to a node that does not exist waits, and says why.
+	if _, err := cs.CoreV1().Pods("default").Create(ctx, busyboxPod("nowhere", "n9", corev1.RestartPolicyAlways, "true"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	nowhere := waitPod(t, cs, "default", "nowhere", 30*time.Second, "Pending with a reason", func(p *corev1.Pod) bool {
+		return p.Status.Phase == corev1.PodPending && p.Status.Reason == "NodeNotFound"
+	})
+	if !strings.Contains(nowhere.Status.Message, `"n9"`) {
+		t.Errorf("nowhere: message %q does not name the node", nowhere.Status.Message)
+	}
 	for reasons, p := range bad {
 		want := strings.Split(strings.TrimSpace(reasons), "|")
 		got := waitPod(t, cs, "default", p.Name, 60*time.Second, "waiting with "+reasons, func(p *corev1.Pod) bool {
@@ -650,4 +695,149 @@ func TestPodBadInput(t *testing.T) {
 	if now.Status.ContainerStatuses[0].ContainerID != healthy.Status.ContainerStatuses[0].ContainerID || !podReady(now) || now.Status.ContainerStatuses[0].RestartCount != 0 {
 		t.Errorf("the healthy pod was disturbed: %s", podSummary(now))
 	}
+}
+
+// TestPodChurnLeaksNothing: 200 pods created and deleted (10 at a time)
+// leave no address, network namespace, mount, cgroup, container or pod
+// directory behind.
+func TestPodChurnLeaksNothing(t *testing.T) {
+	c := newCluster(t, 1)
+	importImages(t, c, "n1")
+	cs := clientset(t, c)
+	n1 := node(t, c, "n1")
+	mountsBefore := mountsUnder(t, n1.DataDir)
+	const workers, rounds = 10, 20
+	var (
+		mu   sync.Mutex
+		uids []string
+	)
+	var wg sync.WaitGroup
+	errs := make(chan error, workers)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx := context.Background()
+			for r := range rounds {
+				name := fmt.Sprintf("churn-%d-%d", w, r)
+				p := busyboxPod(name, "n1", corev1.RestartPolicyAlways, "trap 'exit 0' TERM; sleep 3600 & wait")
+				created, err := cs.CoreV1().Pods("default").Create(ctx, p, metav1.CreateOptions{})
+				if err != nil {
+					errs <- err
+					return
+				}
+				mu.Lock()
+				uids = append(uids, string(created.UID))
+				mu.Unlock()
+				if err := pollPod(ctx, cs, name, 60*time.Second, func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning }); err != nil {
+					errs <- err
+					return
+				}
+				if err := cs.CoreV1().Pods("default").Delete(ctx, name, metav1.DeleteOptions{}); err != nil {
+					errs <- err
+					return
+				}
+				if err := pollPod(ctx, cs, name, 60*time.Second, nil); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if len(uids) != workers*rounds {
+		t.Fatalf("%d pods made, want %d", len(uids), workers*rounds)
+	}
+	// The checks below look in the right places: a running pod shows there.
+	ctx := context.Background()
+	probe, err := cs.CoreV1().Pods("default").Create(ctx, busyboxPod("probe", "n1", corev1.RestartPolicyAlways, "sleep 3600"), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pollPod(ctx, cs, "probe", 60*time.Second, func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning }); err != nil {
+		t.Fatal(err)
+	}
+	tasks := filepath.Join(n1.DataDir, "containerd", "state", "io.containerd.runtime.v2.task", "shoal", "*")
+	if ids, _ := filepath.Glob(tasks); len(ids) != 1 {
+		t.Errorf("containerd tasks with one pod running: %v", ids)
+	}
+	if ms, _ := filepath.Glob("/sys/fs/cgroup/*/shoal/pod-" + string(probe.UID)); len(ms) == 0 {
+		t.Errorf("no cgroup found for a running pod")
+	}
+	if ents, _ := os.ReadDir(filepath.Join(n1.DataDir, "podnet", "netns")); len(ents) != 1 {
+		t.Errorf("pod namespaces with one pod running: %d", len(ents))
+	}
+	uids = append(uids, string(probe.UID))
+	if err := cs.CoreV1().Pods("default").Delete(ctx, "probe", metav1.DeleteOptions{GracePeriodSeconds: ptr(int64(1))}); err != nil {
+		t.Fatal(err)
+	}
+	if err := pollPod(ctx, cs, "probe", 60*time.Second, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing of theirs is left.
+	b, err := os.ReadFile(filepath.Join(n1.DataDir, "podnet", "podnet.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, uid := range uids {
+		if strings.Contains(string(b), uid) {
+			t.Errorf("podnet still holds an address for pod %s: %s", uid, b)
+			break
+		}
+	}
+	for _, dir := range []string{"podnet/netns", "agent/pods"} {
+		if ents, _ := os.ReadDir(filepath.Join(n1.DataDir, dir)); len(ents) != 0 {
+			t.Errorf("%s holds %d entries after the churn", dir, len(ents))
+		}
+	}
+	if after := mountsUnder(t, n1.DataDir); after != mountsBefore {
+		t.Errorf("mounts under the data dir: %d before, %d after", mountsBefore, after)
+	}
+	for _, uid := range uids {
+		if ms, _ := filepath.Glob("/sys/fs/cgroup/*/shoal/pod-" + uid); len(ms) > 0 {
+			t.Errorf("cgroups of pod %s left: %v", uid, ms)
+			break
+		}
+	}
+	if ids, _ := filepath.Glob(tasks); len(ids) != 0 {
+		t.Errorf("containerd still has %d tasks: %v", len(ids), ids)
+	}
+}
+
+// pollPod waits until cond holds for the pod (nil cond: until it is gone).
+func pollPod(ctx context.Context, cs kubernetes.Interface, name string, timeout time.Duration, cond func(*corev1.Pod) bool) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		p, err := cs.CoreV1().Pods("default").Get(ctx, name, metav1.GetOptions{})
+		switch {
+		case cond == nil && apierrors.IsNotFound(err):
+			return nil
+		case cond != nil && err == nil && cond(p):
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("pod %s: condition not met after %s (%v, %s)", name, timeout, err, podSummary(p))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// mountsUnder counts the mounts at or below dir.
+func mountsUnder(t testing.TB, dir string) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && (f[4] == dir || strings.HasPrefix(f[4], dir+"/")) {
+			n++
+		}
+	}
+	return n
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/shoal-dev/shoal/node/agent"
 	"github.com/shoal-dev/shoal/node/container"
+	"github.com/shoal-dev/shoal/node/container/containerd"
 	"github.com/shoal-dev/shoal/node/podnet"
 )
 
@@ -71,6 +72,7 @@ func (n *Node) runAgent(ctx context.Context) {
 		Mirrors:            n.imageMirrors,
 		PullFromRegistries: n.cfg.PullFromRegistries,
 		BackoffBase:        n.cfg.CrashLoopBackoff,
+		RemoveCgroup:       containerd.RemoveCgroup,
 		Log:                n.log,
 		Now:                n.now,
 	}

@@ -39,8 +39,14 @@ func (n *Node) runLeadership(ctx context.Context) {
 func (n *Node) startDuties(ctx context.Context) (stop func()) {
 	lctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() { defer wg.Done(); n.leaderDuties(lctx) }()
+	go func() {
+		defer wg.Done()
+		if n.waitCaughtUp(lctx) == nil {
+			n.watchPodBindings(lctx)
+		}
+	}()
 	n.log.Info("leader duties started")
 	return func() {
 		cancel()

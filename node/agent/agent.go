@@ -68,6 +68,9 @@ type Config struct {
 	BackoffBase, BackoffMax time.Duration
 	// Resync is how often every pod is synced with nothing happening.
 	Resync time.Duration
+	// RemoveCgroup deletes a pod's (empty) parent cgroup, e.g.
+	// "/shoal/pod-<uid>", once its containers are gone; nil leaves it.
+	RemoveCgroup func(path string) error
 
 	Log *slog.Logger
 	Now func() time.Time
@@ -343,8 +346,15 @@ func (a *Agent) collectGarbage(ctx context.Context) error {
 			continue
 		}
 		a.log.Info("agent: removing containers of a pod that no longer exists", "uid", uid, "containers", len(cs))
+		removed := true
 		for _, c := range cs {
 			if err := a.cfg.Runtime.RemoveContainer(ctx, c.ID); err != nil {
+				errs = append(errs, err)
+				removed = false
+			}
+		}
+		if removed {
+			if err := a.removeCgroup(uid); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -404,4 +414,15 @@ func (a *Agent) worker(uid types.UID) *podWorker {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.workers[uid]
+}
+
+// podCgroup is the parent cgroup of a pod's containers.
+func podCgroup(uid types.UID) string { return "/shoal/pod-" + string(uid) }
+
+// removeCgroup deletes a pod's parent cgroup once its containers are gone.
+func (a *Agent) removeCgroup(uid types.UID) error {
+	if a.cfg.RemoveCgroup == nil {
+		return nil
+	}
+	return a.cfg.RemoveCgroup(podCgroup(uid))
 }

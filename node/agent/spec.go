@@ -97,7 +97,7 @@ func buildSpec(sc *specContext, c *corev1.Container) (container.ContainerSpec, e
 			labelContainer:    c.Name,
 			labelAttempt:      strconv.Itoa(sc.attempt),
 		},
-		CgroupParent: "/shoal/pod-" + string(pod.UID),
+		CgroupParent: podCgroup(pod.UID),
 	}
 	if sc.isInit {
 		spec.Labels[labelInit] = "true"

@@ -663,6 +663,9 @@ func (pw *podWorker) terminate(ctx context.Context, pod *corev1.Pod, grace time.
 		return errors.Join(errs...)
 	}
 	pw.ctrs = map[string]*ctrState{}
+	if err := a.removeCgroup(pod.UID); err != nil {
+		return err
+	}
 	if !pod.Spec.HostNetwork {
 		if err := a.cfg.Network.Teardown(ctx, string(pod.UID)); err != nil {
 			return err

@@ -980,6 +980,12 @@ func (c *Cluster) Down() error {
 	if err := unmountUnder(c.st.Dir); err != nil {
 		errs = append(errs, err)
 	}
+	// The cgroups of the pods the agents ran (their processes are dead).
+	for _, n := range c.st.Nodes {
+		if err := removePodCgroups(n.DataDir); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for _, n := range c.st.Nodes {
 		if err := os.RemoveAll(filepath.Dir(n.DataDir)); err != nil {
 			errs = append(errs, err)

@@ -252,3 +252,44 @@ func unmountUnder(dir string) error {
 	}
 	return errors.Join(errs...)
 }
+
+// podCgroupRoot is where agents put their pods' cgroups ("/shoal/pod-<uid>"
+// in every hierarchy): shared by all nodes on the machine.
+const podCgroupRoot = "shoal"
+
+// removePodCgroups removes the cgroups of the pods a node's agent ran (the
+// pod directories under its data dir name them), children first. Only empty
+// cgroups can go: run it after the processes are dead.
+func removePodCgroups(dataDir string) error {
+	ents, err := os.ReadDir(filepath.Join(dataDir, "agent", "pods"))
+	if err != nil {
+		return nil // no agent ran pods there
+	}
+	roots, _ := filepath.Glob("/sys/fs/cgroup/*/" + podCgroupRoot)
+	if d := "/sys/fs/cgroup/" + podCgroupRoot; isDir(d) {
+		roots = append(roots, d) // cgroup v2
+	}
+	var errs []error
+	for _, e := range ents {
+		for _, root := range roots {
+			pod := filepath.Join(root, "pod-"+e.Name())
+			kids, _ := os.ReadDir(pod)
+			for _, k := range kids {
+				if k.IsDir() {
+					if err := syscall.Rmdir(filepath.Join(pod, k.Name())); err != nil && !errors.Is(err, syscall.ENOENT) {
+						errs = append(errs, fmt.Errorf("removing cgroup %s: %w", filepath.Join(pod, k.Name()), err))
+					}
+				}
+			}
+			if err := syscall.Rmdir(pod); err != nil && !errors.Is(err, syscall.ENOENT) {
+				errs = append(errs, fmt.Errorf("removing cgroup %s: %w", pod, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func isDir(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
+}
