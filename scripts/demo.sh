@@ -66,6 +66,41 @@ lan kubectl --server "https://$SIP:6443" get configmap after-failover
 "$BIN" local start "$LEADER" --wait --name "$NAME" --dir "$DIR"
 lan "$BIN" members --kubeconfig "$DIR/kubeconfig"
 
+say "Pods: build the echo image here (no registry), import it on n1 only, run a pod on every node"
+IMAGES=$(mktemp -d)
+go run ./examples/mkimages "$IMAGES" >/dev/null
+lan "$BIN" image import "$IMAGES/echo.tar" --kubeconfig "$DIR/kubeconfig"
+for n in n1 n2 n3; do
+cat <<YAML | lan kubectl apply -f -
+apiVersion: v1
+kind: Pod
+metadata: {name: echo-$n, labels: {app: echo}}
+spec:
+  nodeName: $n
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: echo
+    image: shoal.dev/echo:v1
+    env:
+    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+    ports: [{name: http, containerPort: 8080}]
+    readinessProbe: {httpGet: {path: /healthz, port: http}, periodSeconds: 1}
+YAML
+done
+echo "(n2 and n3 pull the image from n1, peer to peer)"
+lan kubectl wait --for=condition=Ready pod -l app=echo --timeout=120s
+lan kubectl get pods -o wide
+
+say "Pods reach each other by pod IP across nodes (from echo-n3, with kubectl exec through n1)"
+IPS=$(lan kubectl get pods -l app=echo -o jsonpath='{range .items[*]}{.status.podIP}{" "}{end}')
+lan kubectl exec echo-n3 -- sh -c "for ip in $IPS; do printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 2 \$ip 8080 | tail -n 1; done"
+
+say "kubectl logs and exec"
+lan kubectl logs echo-n2
+lan kubectl exec echo-n1 -- sh -c 'echo "hello from $(hostname), pod IP $POD_IP"; cat /etc/resolv.conf'
+rm -rf "$IMAGES"
+
 say "The cluster stays up. Try it:"
 echo "  $BIN local exec --name $NAME --dir $DIR -- kubectl get nodes"
 echo "  $BIN local down --name $NAME --dir $DIR     # remove everything"
