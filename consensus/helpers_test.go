@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -298,28 +299,39 @@ func newCluster(tb testing.TB, size int, opts ...nodeOpt) []*testNode {
 	nodes := []*testNode{first}
 	for i := 1; i < size; i++ {
 		n := startNode(tb, fmt.Sprintf("node-%d", i), tb.TempDir(), "", false, opts...)
+		join(tb, nodes, n)
 		nodes = append(nodes, n)
-		join(tb, first, n)
 	}
 	waitLeader(tb, nodes...)
 	return nodes
 }
 
-// join adds n to leader's cluster the careful way.
-func join(tb testing.TB, leader, n *testNode) {
+// join adds n to the cluster of members the careful way: as a non-voter,
+// then a voter once caught up, through whichever member leads. A loaded
+// machine (-race, parallel packages) can make the leader step down
+// mid-join; each step is then retried with the new leader.
+func join(tb testing.TB, members []*testNode, n *testNode) {
 	tb.Helper()
-	if err := leader.AddNonvoter(n.id, n.Addr()); err != nil {
-		tb.Fatalf("AddNonvoter(%s): %v", n.id, err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	waitFor(tb, 15*time.Second, n.id+" to catch up", func() bool {
+	step := func(what string, f func(leader *testNode) error) {
+		tb.Helper()
+		waitFor(tb, 30*time.Second, what, func() bool {
+			leader := waitLeader(tb, members...)
+			err := f(leader)
+			if err != nil && !errors.Is(err, ErrNotLeader) {
+				tb.Fatalf("%s: %v", what, err)
+			}
+			return err == nil
+		})
+	}
+	step("AddNonvoter("+n.id+")", func(l *testNode) error { return l.AddNonvoter(n.id, n.Addr()) })
+	waitFor(tb, 30*time.Second, n.id+" to catch up", func() bool {
+		leader := waitLeader(tb, members...)
 		st, err := leader.FetchStats(ctx, n.Addr())
 		return err == nil && st.AppliedIndex >= leader.Stats().CommitIndex && st.LeaderID == leader.id
 	})
-	if err := leader.AddVoter(n.id, n.Addr()); err != nil {
-		tb.Fatalf("AddVoter(%s): %v", n.id, err)
-	}
+	step("AddVoter("+n.id+")", func(l *testNode) error { return l.AddVoter(n.id, n.Addr()) })
 }
 
 func followersOf(leader *testNode, nodes []*testNode) []*testNode {

@@ -347,7 +347,7 @@ func TestMembership(t *testing.T) {
 	idx := mustPropose(t, leader, "while-removed")
 
 	// The removed node stays up and can be added back.
-	join(t, leader, b)
+	join(t, []*testNode{leader, a}, b)
 	if err := b.WaitApplied(ctxTimeout(t, 10*time.Second), idx); err != nil {
 		t.Fatal(err)
 	}
