@@ -2,8 +2,10 @@
 // API write throughput and latency through the leader and a follower at 1,
 // 16 and 100 concurrent clients, leader kill → next committed write, idle
 // RSS and idle disk writes, and this machine's fdatasync latency measured in
-// the same run. It needs root (network namespaces). All traffic stays inside
-// the namespaces the cluster creates.
+// the same run; then, on a fresh cluster, pod start, teardown, burst and
+// agent RSS with pods (pods.go; -pods=false skips them, -pods-only runs only
+// them). It needs root (network namespaces). All traffic stays inside the
+// namespaces the clusters create.
 package main
 
 import (
@@ -38,7 +40,16 @@ func main() {
 	flag.BoolVar(&viaFollower, "follower", false, "with -load: write through a follower")
 	flag.BoolVar(&withEtcd, "etcd", true, "also benchmark etcd 3.4 (apt etcd-server) in the same namespaces")
 	flag.BoolVar(&useHTTP2, "http2", true, "HTTP/2 like client-go (false: HTTP/1.1 keep-alive)")
+	pods := flag.Bool("pods", true, "also run the pod benchmarks (start, teardown, burst, agent RSS) on a fresh cluster")
+	podsOnly := flag.Bool("pods-only", false, "run only the pod benchmarks")
 	flag.Parse()
+	if *podsOnly {
+		if err := runPodsOnly(*shoal); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *loadDir != "" {
 		if err := loadOnly(*loadDir, *clients, *dur); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
@@ -46,7 +57,7 @@ func main() {
 		}
 		return
 	}
-	if err := run(*shoal, *dur, *kills, *idle); err != nil {
+	if err := run(*shoal, *dur, *kills, *idle, *pods); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -79,16 +90,31 @@ func loadOnly(dir string, clients int, dur time.Duration) error {
 
 type row struct{ what, value, target string }
 
-func run(bin string, dur time.Duration, kills int, idle time.Duration) error {
+// table collects the rows of the printed table; add also reports each row
+// on stderr as it comes.
+type table struct{ rows []row }
+
+func (t *table) add(what, value, target string) {
+	t.rows = append(t.rows, row{what, value, target})
+	fmt.Fprintf(os.Stderr, "  %s: %s\n", what, value)
+}
+
+func (t *table) print() error {
+	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "BENCHMARK\tRESULT\tTARGET / PEER")
+	for _, r := range t.rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", r.what, r.value, r.target)
+	}
+	return tw.Flush()
+}
+
+func run(bin string, dur time.Duration, kills int, idle time.Duration, pods bool) error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("needs root (network namespaces)")
 	}
 	bin, _ = filepath.Abs(bin)
-	var rows []row
-	add := func(what, value, target string) {
-		rows = append(rows, row{what, value, target})
-		fmt.Fprintf(os.Stderr, "  %s: %s\n", what, value)
-	}
+	var t table
+	add := t.add
 
 	p50, p99, err := fdatasync(os.TempDir(), 2000)
 	if err != nil {
@@ -194,12 +220,20 @@ func run(bin string, dur time.Duration, kills int, idle time.Duration) error {
 		}
 	}
 
-	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "BENCHMARK\tRESULT\tTARGET / PEER")
-	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", r.what, r.value, r.target)
+	var podErr error
+	if pods {
+		if err := c.Down(); err != nil { // done with it: free the machine
+			fmt.Fprintln(os.Stderr, "bench: cluster down:", err)
+		}
+		if podErr = runPods(ctx, bin, &t); podErr != nil {
+			first, _, _ := strings.Cut(podErr.Error(), "\n")
+			add("pod benchmarks", "failed: "+first, "")
+		}
 	}
-	return tw.Flush()
+	if err := t.print(); err != nil {
+		return err
+	}
+	return podErr
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
