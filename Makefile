@@ -22,6 +22,7 @@ deps:
 
 build:
 	$(GO) build -o $(BIN) ./cmd/shoal
+	$(GO) build -o $(dir $(BIN))shoal-logger ./cmd/shoal-logger
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files -co --exclude-standard '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -133,10 +133,15 @@ func shoalBinary(t testing.TB) string {
 			return
 		}
 		shoalPath = filepath.Join(buildDir, "shoal")
-		cmd := exec.Command("go", "build", "-o", shoalPath, "./cmd/shoal")
-		cmd.Dir = filepath.Dir(strings.TrimSpace(string(gomod)))
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/shoal: %v\n%s", err, out)
+		// shoal-logger sits next to shoal, as `make build` leaves them: the
+		// agents use it for their containers' logs.
+		for _, b := range []struct{ out, pkg string }{{shoalPath, "./cmd/shoal"}, {filepath.Join(buildDir, "shoal-logger"), "./cmd/shoal-logger"}} {
+			cmd := exec.Command("go", "build", "-o", b.out, b.pkg)
+			cmd.Dir = filepath.Dir(strings.TrimSpace(string(gomod)))
+			if out, err := cmd.CombinedOutput(); err != nil {
+				buildErr = fmt.Errorf("go build %s: %v\n%s", b.pkg, err, out)
+				return
+			}
 		}
 	})
 	if buildErr != nil {

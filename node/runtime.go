@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
 	"time"
 
@@ -48,8 +49,13 @@ func (n *Node) startRuntime(ctx context.Context) (stop func()) {
 	cfg.Logf = func(format string, args ...any) { n.log.Info("runtime: " + fmt.Sprintf(format, args...)) }
 	// Container output goes through `shoal container-logger`, a child of
 	// the shim: it outlives this process and rotates the CRI-format logs.
+	// The small shoal-logger next to the executable costs a container far
+	// less than the full binary (package initialisation, memory).
 	if exe, err := os.Executable(); err == nil {
 		cfg.LogBinary, cfg.LogBinaryArgs = exe, []string{logfile.LoggerCommand}
+		if small := filepath.Join(filepath.Dir(exe), "shoal-logger"); isExecutable(small) {
+			cfg.LogBinary = small
+		}
 	} else {
 		n.log.Warn("container logs are not rotated: cannot find the shoal executable", "err", err)
 	}
@@ -147,4 +153,9 @@ func (n *Node) handleImages(w http.ResponseWriter, r *http.Request) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Ref < out[j].Ref })
 	writeJSON(w, http.StatusOK, out)
+}
+
+func isExecutable(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
 }
