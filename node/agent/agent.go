@@ -360,7 +360,11 @@ func (a *Agent) collectGarbage(ctx context.Context) error {
 		}
 	}
 	// Containers that appeared for no known pod (a worker that ended while a
-	// create was in flight) are found by listing again.
+	// create was in flight) are found by listing again. A pod's worker
+	// exists before anything of it does, so the containers and directories
+	// are listed before the workers are read again: a pod that starts
+	// meanwhile is kept.
+	ents, dirErr := os.ReadDir(a.podsDir())
 	cs, err := a.cfg.Runtime.List(ctx)
 	if err != nil {
 		errs = append(errs, err)
@@ -370,19 +374,33 @@ func (a *Agent) collectGarbage(ctx context.Context) error {
 			keep[string(uid)] = true
 		}
 		a.mu.Unlock()
+		orphans := map[types.UID]bool{}
 		for _, c := range cs {
 			uid := c.Labels[labelPodUID]
 			if uid != "" && !keep[uid] {
 				if err := a.cfg.Runtime.RemoveContainer(ctx, c.ID); err != nil {
 					errs = append(errs, err)
+					continue
 				}
+				orphans[types.UID(uid)] = true
+			}
+		}
+		for uid := range orphans {
+			if err := a.removeCgroup(uid); err != nil {
+				errs = append(errs, err)
 			}
 		}
 	}
+	a.mu.Lock()
+	for uid := range a.workers {
+		keep[string(uid)] = true
+	}
+	a.mu.Unlock()
 	if err := a.cfg.Network.GC(ctx, keep); err != nil {
 		errs = append(errs, err)
 	}
-	if ents, err := os.ReadDir(a.podsDir()); err == nil {
+	// Workers leave when the agent stops, their pods' files stay.
+	if dirErr == nil && ctx.Err() == nil {
 		for _, e := range ents {
 			if !keep[e.Name()] {
 				if err := removePodDir(filepath.Join(a.podsDir(), e.Name())); err != nil {
