@@ -96,6 +96,19 @@ func TestKubectlLogsExec(t *testing.T) {
 					t.Errorf("logs --timestamps: line %q has no timestamp", l)
 				}
 			}
+			// describe shows the agent's events.
+			eventually(t, 10*time.Second, func() error {
+				out, _, err := kubectlAt(t, c, minor, nil, time.Minute, "describe", "pod", "crasher")
+				if err != nil {
+					return err
+				}
+				for _, want := range []string{"Created container main", "Started container main", "BackOff", "Back-off restarting failed container main"} {
+					if !strings.Contains(out, want) {
+						return fmt.Errorf("describe pod crasher lacks %q:\n%s", want, out)
+					}
+				}
+				return nil
+			})
 			if out := run(nil, "logs", "crasher", "--previous"); !strings.HasPrefix(out, "attempt at ") {
 				t.Errorf("logs --previous: %q", out)
 			}

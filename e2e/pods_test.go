@@ -405,6 +405,22 @@ func TestPodLifecycle(t *testing.T) {
 	if m := p.Status.ContainerStatuses[0].LastTerminationState.Terminated.Message; !strings.Contains(m, "liveness probe") {
 		t.Errorf("liveness: last termination message %q does not name the probe", m)
 	}
+	eventually(t, 10*time.Second, func() error {
+		evs, err := cs.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=liveness"})
+		if err != nil {
+			return err
+		}
+		reasons := map[string]bool{}
+		for _, e := range evs.Items {
+			reasons[e.Reason] = true
+		}
+		for _, want := range []string{"Created", "Started", "Unhealthy", "Killing"} {
+			if !reasons[want] {
+				return fmt.Errorf("no %s event for the liveness pod: %v", want, reasons)
+			}
+		}
+		return nil
+	})
 
 	p = waitPod(t, cs, "default", "readiness", 60*time.Second, "Running and not Ready", func(p *corev1.Pod) bool {
 		return p.Status.Phase == corev1.PodRunning && condition(p, corev1.PodReady) == corev1.ConditionFalse

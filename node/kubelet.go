@@ -19,6 +19,7 @@ import (
 	"github.com/shoal-dev/shoal/node/agent"
 	"github.com/shoal-dev/shoal/node/container"
 	"github.com/shoal-dev/shoal/node/container/containerd"
+	"github.com/shoal-dev/shoal/node/events"
 	"github.com/shoal-dev/shoal/node/podnet"
 )
 
@@ -61,7 +62,10 @@ func (n *Node) runAgent(ctx context.Context) {
 		}
 	}
 	defer network.Close()
+	rec := events.New(events.Config{Proposer: n.proposer, Component: "kubelet", Host: n.id.NodeName, Now: n.now, Log: n.log})
+	go rec.Run(ctx)
 	acfg := agent.Config{
+		Events:             rec,
 		NodeName:           n.id.NodeName,
 		HostIP:             n.cfg.AdvertiseAddr,
 		Store:              n.store,

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/shoal-dev/shoal/gossip"
+	"github.com/shoal-dev/shoal/node/events"
 )
 
 // runLeadership starts the leader's duties when this node becomes the raft
@@ -39,8 +40,9 @@ func (n *Node) runLeadership(ctx context.Context) {
 func (n *Node) startDuties(ctx context.Context) (stop func()) {
 	lctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); n.leaderDuties(lctx) }()
+	go func() { defer wg.Done(); n.collectEvents(lctx) }()
 	go func() {
 		defer wg.Done()
 		if n.waitCaughtUp(lctx) == nil {
@@ -96,6 +98,25 @@ func (n *Node) watchGossip(ctx context.Context) {
 			case n.changed <- struct{}{}:
 			default:
 			}
+		}
+	}
+}
+
+// collectEvents (a leader duty) bounds the stored Events in age (an hour)
+// and number, every minute.
+func (n *Node) collectEvents(ctx context.Context) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if d, err := events.GC(ctx, n.store, n.proposer, n.now(), events.DefaultTTL, events.DefaultMaxEvents); err != nil && ctx.Err() == nil {
+			n.log.Warn("collecting old events", "err", err)
+		} else if d > 0 {
+			n.log.Debug("collected old events", "count", d)
 		}
 	}
 }

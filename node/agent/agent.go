@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/shoal-dev/shoal/node/container"
+	"github.com/shoal-dev/shoal/node/events"
 	"github.com/shoal-dev/shoal/node/podnet"
 	"github.com/shoal-dev/shoal/node/state"
 )
@@ -68,6 +69,9 @@ type Config struct {
 	BackoffBase, BackoffMax time.Duration
 	// Resync is how often every pod is synced with nothing happening.
 	Resync time.Duration
+	// Events records what the agent does to pods (pulls, starts, kills,
+	// back-offs, probe failures) for kubectl describe; nil records nothing.
+	Events *events.Recorder
 	// RemoveCgroup deletes a pod's (empty) parent cgroup, e.g.
 	// "/shoal/pod-<uid>", once its containers are gone; nil leaves it.
 	RemoveCgroup func(path string) error
@@ -443,4 +447,19 @@ func (a *Agent) removeCgroup(uid types.UID) error {
 		return nil
 	}
 	return a.cfg.RemoveCgroup(podCgroup(uid))
+}
+
+// event records an event about a container of pod (name "" for the pod).
+func (a *Agent) event(pod *corev1.Pod, name string, isInit bool, eventType, reason, format string, args ...any) {
+	if a.cfg.Events == nil {
+		return
+	}
+	path := ""
+	if name != "" {
+		path = "spec.containers{" + name + "}"
+		if isInit {
+			path = "spec.initContainers{" + name + "}"
+		}
+	}
+	a.cfg.Events.EventfPath(pod, "Pod", path, eventType, reason, format, args...)
 }

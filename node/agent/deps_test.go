@@ -10,7 +10,7 @@ import (
 
 // TestDependencies enforces the layering: node/agent and its subpackages
 // (tests included) translate cluster objects for the node's leaves
-// (node/state, node/container, node/podnet) and import nothing else of
+// (node/state, node/events, node/container, node/podnet) and import nothing else of
 // Shoal — not the node wiring (github.com/shoal-dev/shoal/node), the API
 // server, consensus or gossip.
 func TestDependencies(t *testing.T) {
@@ -26,7 +26,7 @@ func TestDependencies(t *testing.T) {
 		t.Fatalf("go list: %v", err)
 	}
 	const module = "github.com/shoal-dev/shoal"
-	allowed := []string{module + "/node/agent", module + "/node/state", module + "/node/container", module + "/node/podnet"}
+	allowed := []string{module + "/node/agent", module + "/node/state", module + "/node/container", module + "/node/podnet", module + "/node/events"}
 	within := func(pkg, tree string) bool {
 		return pkg == tree || strings.HasPrefix(pkg, tree+"/") || strings.HasPrefix(pkg, tree+".")
 	}

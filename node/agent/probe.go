@@ -163,6 +163,10 @@ func (pw *podWorker) probeLoop(ctx context.Context, p *prober, kind string, pr *
 		}
 		stopNow := p.kill != "" || kind == "Startup" && p.started
 		p.mu.Unlock()
+		if err != nil {
+			pod, _ := pw.snapshot()
+			pw.a.event(pod, c.Name, false, corev1.EventTypeWarning, "Unhealthy", "%s probe failed: %v", kind, err)
+		}
 		if changed {
 			pw.poke()
 		}

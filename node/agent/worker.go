@@ -358,6 +358,7 @@ func (pw *podWorker) syncContainers(ctx context.Context, pod *corev1.Pod, now ti
 		if cs.probes != nil {
 			if reason := cs.probes.killVerdict(); reason != "" && cs.killReason == "" {
 				cs.killReason = reason
+				pw.a.event(pod, c.Name, false, corev1.EventTypeNormal, "Killing", "%s", reason)
 				cur := cs.current()
 				if cs.killed == nil {
 					cs.killed = map[string]string{}
@@ -457,6 +458,9 @@ func (pw *podWorker) restart(ctx context.Context, pod *corev1.Pod, c *corev1.Con
 		}
 	}
 	if now.Before(cs.retryAt) {
+		if cs.waitReason != "CrashLoopBackOff" {
+			pw.a.event(pod, c.Name, isInit, corev1.EventTypeWarning, "BackOff", "Back-off restarting failed container %s in pod %s_%s(%s)", c.Name, pod.Name, pod.Namespace, pod.UID)
+		}
 		cs.waitReason = "CrashLoopBackOff"
 		cs.waitMsg = fmt.Sprintf("back-off %s restarting failed container=%s pod=%s_%s(%s)",
 			cs.retryAt.Sub(cur.FinishedAt).Round(time.Second), c.Name, pod.Name, pod.Namespace, pod.UID)
@@ -473,7 +477,7 @@ func (pw *podWorker) startContainer(ctx context.Context, pod *corev1.Pod, c *cor
 	if !cs.retryAt.IsZero() && now.Before(cs.retryAt) && cs.current() == nil {
 		return cs.retryAt.Sub(now) // image pull or config back-off
 	}
-	img, err := pw.ensureImage(pw.podCtx, c)
+	img, err := pw.ensureImage(pw.podCtx, pod, c, isInit)
 	if err != nil {
 		var ce *configError
 		switch {
@@ -481,7 +485,11 @@ func (pw *podWorker) startContainer(ctx context.Context, pod *corev1.Pod, c *cor
 			cs.waitReason, cs.waitMsg = ce.reason(), ce.msg
 		default:
 			cs.waitReason, cs.waitMsg = "ErrImagePull", err.Error()
+			if cs.delay > 0 {
+				a.event(pod, c.Name, isInit, corev1.EventTypeWarning, "BackOff", "Back-off pulling image %q", c.Image)
+			}
 		}
+		a.event(pod, c.Name, isInit, corev1.EventTypeWarning, "Failed", "Error: %s", cs.waitMsg)
 		return pw.backoff(cs, now)
 	}
 	attempt := 0
@@ -511,6 +519,7 @@ func (pw *podWorker) startContainer(ctx context.Context, pod *corev1.Pod, c *cor
 	spec, err := buildSpec(sc, c)
 	if err != nil {
 		cs.waitReason, cs.waitMsg = "CreateContainerConfigError", err.Error()
+		a.event(pod, c.Name, isInit, corev1.EventTypeWarning, "Failed", "Error: %s", cs.waitMsg)
 		return pw.backoff(cs, now)
 	}
 	if err := a.cfg.Runtime.CreateContainer(ctx, spec); err != nil {
@@ -523,12 +532,15 @@ func (pw *podWorker) startContainer(ctx context.Context, pod *corev1.Pod, c *cor
 			if errors.Is(err, container.ErrInvalid) {
 				cs.waitReason = "CreateContainerConfigError"
 			}
+			a.event(pod, c.Name, isInit, corev1.EventTypeWarning, "Failed", "Error: %s", cs.waitMsg)
 			return pw.backoff(cs, now)
 		}
 	}
 	a.trackContainer(spec.ID, pod.UID)
+	a.event(pod, c.Name, isInit, corev1.EventTypeNormal, "Created", "Created container %s", c.Name)
 	if err := a.cfg.Runtime.StartContainer(ctx, spec.ID); err != nil {
 		cs.waitReason, cs.waitMsg = "RunContainerError", err.Error()
+		a.event(pod, c.Name, isInit, corev1.EventTypeWarning, "Failed", "Error: %s", cs.waitMsg)
 		_ = a.cfg.Runtime.RemoveContainer(ctx, spec.ID)
 		a.untrackContainer(spec.ID)
 		return pw.backoff(cs, now)
@@ -538,6 +550,7 @@ func (pw *podWorker) startContainer(ctx context.Context, pod *corev1.Pod, c *cor
 		st = container.ContainerStatus{ID: spec.ID, State: container.StateRunning, StartedAt: now, Labels: spec.Labels, Image: spec.Image}
 	}
 	cs.waitReason, cs.waitMsg = "", ""
+	a.event(pod, c.Name, isInit, corev1.EventTypeNormal, "Started", "Started container %s", c.Name)
 	cs.runs = append(cs.runs, st)
 	// Keep the current run and the one before; remove older ones.
 	for len(cs.runs) > 2 {
@@ -584,7 +597,7 @@ func (e *configError) reason() string {
 
 // ensureImage makes sure the container's image is on the node, pulling it
 // from peers (or its registry) as imagePullPolicy says.
-func (pw *podWorker) ensureImage(ctx context.Context, c *corev1.Container) (container.Image, error) {
+func (pw *podWorker) ensureImage(ctx context.Context, pod *corev1.Pod, c *corev1.Container, isInit bool) (container.Image, error) {
 	a := pw.a
 	ref, err := container.NormalizeRef(c.Image)
 	if err != nil {
@@ -607,7 +620,14 @@ func (pw *podWorker) ensureImage(ctx context.Context, c *corev1.Container) (cont
 	if a.cfg.Mirrors != nil {
 		opts.Mirrors = a.cfg.Mirrors(ref)
 	}
+	if err != nil {
+		a.event(pod, c.Name, isInit, corev1.EventTypeNormal, "Pulling", "Pulling image %q", c.Image)
+	}
+	start := a.cfg.Now()
 	pulled, perr := a.cfg.Runtime.PullImage(ctx, ref, opts)
+	if perr == nil && err != nil {
+		a.event(pod, c.Name, isInit, corev1.EventTypeNormal, "Pulled", "Successfully pulled image %q in %s", c.Image, a.cfg.Now().Sub(start).Round(time.Millisecond))
+	}
 	if perr != nil {
 		if err == nil {
 			// PullAlways with the image here and nowhere to pull from: an
@@ -632,6 +652,7 @@ func (pw *podWorker) stopAll(ctx context.Context, pod *corev1.Pod, grace time.Du
 			cs.probes = nil
 		}
 		wg.Add(1)
+		pw.a.event(pod, name, false, corev1.EventTypeNormal, "Killing", "Stopping container %s", name)
 		go func() {
 			defer wg.Done()
 			pw.runPreStop(ctx, pod, name, cur.ID, grace)
