@@ -113,7 +113,16 @@ func (n *Node) waitPodCIDR(ctx context.Context) (string, error) {
 // refreshNodeImages keeps Node.status.images current (peers pick image
 // mirrors from it): every 10 s, writing only on change.
 func (n *Node) refreshNodeImages(ctx context.Context) {
-	t := time.NewTicker(10 * time.Second)
+	every(ctx, 10*time.Second, func() {
+		if err := n.registerNode(ctx); err != nil && ctx.Err() == nil {
+			n.log.Debug("refreshing Node status", "err", err)
+		}
+	})
+}
+
+// every calls f every period until ctx ends (first after one period).
+func every(ctx context.Context, period time.Duration, f func()) {
+	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
 		select {
@@ -121,9 +130,7 @@ func (n *Node) refreshNodeImages(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if err := n.registerNode(ctx); err != nil && ctx.Err() == nil {
-			n.log.Debug("refreshing Node status", "err", err)
-		}
+		f()
 	}
 }
 

@@ -105,18 +105,11 @@ func (n *Node) watchGossip(ctx context.Context) {
 // collectEvents (a leader duty) bounds the stored Events in age (an hour)
 // and number, every minute.
 func (n *Node) collectEvents(ctx context.Context) {
-	t := time.NewTicker(time.Minute)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, time.Minute, func() {
 		if d, err := events.GC(ctx, n.store, n.proposer, n.now(), events.DefaultTTL, events.DefaultMaxEvents); err != nil && ctx.Err() == nil {
 			n.log.Warn("collecting old events", "err", err)
 		} else if d > 0 {
 			n.log.Debug("collected old events", "count", d)
 		}
-	}
+	})
 }
