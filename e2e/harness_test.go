@@ -110,7 +110,9 @@ func purgeStale() {
 	dirs, _ := filepath.Glob("/tmp/shoal-e2e-*")
 	for _, d := range dirs {
 		if tag := strings.TrimPrefix(filepath.Base(d), "shoal-e2e-"); !alive(tag) {
-			os.RemoveAll(d)
+			if err := localcluster.RemoveDir(d); err != nil {
+				fmt.Fprintf(os.Stderr, "e2e: removing stale %s: %v\n", d, err)
+			}
 		}
 	}
 }

@@ -293,3 +293,25 @@ func isDir(p string) bool {
 	fi, err := os.Stat(p)
 	return err == nil && fi.IsDir()
 }
+
+// RemoveDir removes a cluster directory left behind by a process that
+// died before Down (a test that timed out): it unmounts what the agents
+// mounted below it, removes the cgroups of the pods they ran, then the
+// files. Kill the cluster's processes first (Purge).
+func RemoveDir(dir string) error {
+	var errs []error
+	if err := unmountUnder(dir); err != nil {
+		errs = append(errs, err)
+	}
+	podDirs, _ := filepath.Glob(filepath.Join(dir, "*", "data", "agent", "pods"))
+	more, _ := filepath.Glob(filepath.Join(dir, "*", "*", "data", "agent", "pods"))
+	for _, p := range append(podDirs, more...) {
+		if err := removePodCgroups(filepath.Dir(filepath.Dir(p))); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
