@@ -170,44 +170,18 @@ func (a *Agent) prepareVolumes(dir string, pod *corev1.Pod) (map[string]string, 
 				return nil, nil, configErrorf("volume %q: %v", v.Name, err)
 			}
 			mounts[v.Name] = v.HostPath.Path
-		case v.ConfigMap != nil:
-			cm, ok := getConfigMap(a.cfg.Store, pod.Namespace, v.ConfigMap.Name)
-			var data map[string][]byte
-			if ok {
-				data = map[string][]byte{}
-				for k, s := range cm.Data {
-					data[k] = []byte(s)
+		case v.ConfigMap != nil || v.Secret != nil:
+			if v.Secret != nil {
+				// Secrets live in memory only, as on a kubelet.
+				if err := mkdirIfMissing(p); err != nil {
+					return nil, nil, err
 				}
-				for k, b := range cm.BinaryData {
-					data[k] = b
+				if err := mountTmpfs(p, nil); err != nil {
+					return nil, nil, fmt.Errorf("volume %q: %w", v.Name, err)
 				}
-			} else if v.ConfigMap.Optional == nil || !*v.ConfigMap.Optional {
-				return nil, nil, configErrorf("configmap %q not found", v.ConfigMap.Name)
 			}
-			if err := writeProjected(p, data, v.ConfigMap.Items, v.ConfigMap.DefaultMode); err != nil {
-				return nil, nil, fmt.Errorf("volume %q: %w", v.Name, err)
-			}
-			mounts[v.Name], ro[v.Name] = p, true
-		case v.Secret != nil:
-			s, ok := getSecret(a.cfg.Store, pod.Namespace, v.Secret.SecretName)
-			var data map[string][]byte
-			if ok {
-				data = map[string][]byte{}
-				for k, val := range secretStrings(s) {
-					data[k] = []byte(val)
-				}
-			} else if v.Secret.Optional == nil || !*v.Secret.Optional {
-				return nil, nil, configErrorf("secret %q not found", v.Secret.SecretName)
-			}
-			// Secrets live in memory only, as on a kubelet.
-			if err := mkdirIfMissing(p); err != nil {
+			if _, err := a.writeSourceVolume(p, pod.Namespace, v); err != nil {
 				return nil, nil, err
-			}
-			if err := mountTmpfs(p, nil); err != nil {
-				return nil, nil, fmt.Errorf("volume %q: %w", v.Name, err)
-			}
-			if err := writeProjected(p, data, v.Secret.Items, v.Secret.DefaultMode); err != nil {
-				return nil, nil, fmt.Errorf("volume %q: %w", v.Name, err)
 			}
 			mounts[v.Name], ro[v.Name] = p, true
 		default:
@@ -238,6 +212,85 @@ func volumeType(v corev1.Volume) string {
 		return "image"
 	}
 	return "these"
+}
+
+// sourceVolume reads the data of a configMap or secret volume and its
+// source's resourceVersion ("" when an optional source is absent).
+func (a *Agent) sourceVolume(ns string, v corev1.Volume) (data map[string][]byte, rv string, items []corev1.KeyToPath, mode *int32, err error) {
+	switch {
+	case v.ConfigMap != nil:
+		items, mode = v.ConfigMap.Items, v.ConfigMap.DefaultMode
+		cm, ok := getConfigMap(a.cfg.Store, ns, v.ConfigMap.Name)
+		if !ok {
+			if v.ConfigMap.Optional == nil || !*v.ConfigMap.Optional {
+				return nil, "", nil, nil, configErrorf("configmap %q not found", v.ConfigMap.Name)
+			}
+			return nil, "", items, mode, nil
+		}
+		data = map[string][]byte{}
+		for k, s := range cm.Data {
+			data[k] = []byte(s)
+		}
+		for k, b := range cm.BinaryData {
+			data[k] = b
+		}
+		return data, cm.ResourceVersion, items, mode, nil
+	case v.Secret != nil:
+		items, mode = v.Secret.Items, v.Secret.DefaultMode
+		s, ok := getSecret(a.cfg.Store, ns, v.Secret.SecretName)
+		if !ok {
+			if v.Secret.Optional == nil || !*v.Secret.Optional {
+				return nil, "", nil, nil, configErrorf("secret %q not found", v.Secret.SecretName)
+			}
+			return nil, "", items, mode, nil
+		}
+		data = map[string][]byte{}
+		for k, val := range secretStrings(s) {
+			data[k] = []byte(val)
+		}
+		return data, s.ResourceVersion, items, mode, nil
+	}
+	return nil, "", nil, nil, fmt.Errorf("volume %q has no configMap or secret", v.Name)
+}
+
+// writeSourceVolume writes a configMap or secret volume into dir, removing
+// files of keys that are gone, and returns the source's resourceVersion.
+func (a *Agent) writeSourceVolume(dir, ns string, v corev1.Volume) (string, error) {
+	data, rv, items, mode, err := a.sourceVolume(ns, v)
+	if err != nil {
+		return "", err
+	}
+	if err := writeProjected(dir, data, items, mode); err != nil {
+		return "", fmt.Errorf("volume %q: %w", v.Name, err)
+	}
+	if len(items) == 0 {
+		ents, _ := os.ReadDir(dir)
+		for _, e := range ents {
+			if _, ok := data[e.Name()]; !ok && !e.IsDir() {
+				_ = os.Remove(filepath.Join(dir, e.Name()))
+			}
+		}
+	}
+	return rv, nil
+}
+
+// refreshSourceVolumes rewrites the configMap and secret volumes whose
+// source changed since they were last written (seen: volume →
+// resourceVersion), as the kubelet does, so running containers see new
+// data (except through subPath mounts). Errors are left for the next sync.
+func (a *Agent) refreshSourceVolumes(dir string, pod *corev1.Pod, seen map[string]string) {
+	for _, v := range pod.Spec.Volumes {
+		if v.ConfigMap == nil && v.Secret == nil {
+			continue
+		}
+		_, rv, _, _, err := a.sourceVolume(pod.Namespace, v)
+		if err != nil || rv == seen[v.Name] {
+			continue
+		}
+		if rv, err := a.writeSourceVolume(filepath.Join(dir, "volumes", v.Name), pod.Namespace, v); err == nil {
+			seen[v.Name] = rv
+		}
+	}
 }
 
 // checkHostPath applies a hostPath volume's type, creating what *OrCreate asks for.

@@ -86,7 +86,8 @@ type podWorker struct {
 	mounts    map[string]string
 	roVolumes map[string]bool
 	volErr    error
-	sandbox   error // why the pod's network could not be set up
+	sourceRVs map[string]string // configMap/secret volume → source resourceVersion written
+	sandbox   error             // why the pod's network could not be set up
 	retrySB   time.Time
 	startTime time.Time
 }
@@ -284,6 +285,7 @@ func (pw *podWorker) refreshRuns(ctx context.Context) {
 func (pw *podWorker) ensureSandbox(ctx context.Context, pod *corev1.Pod, now time.Time) (time.Duration, bool) {
 	a := pw.a
 	if pw.net != nil && pw.mounts != nil {
+		a.refreshSourceVolumes(a.podDir(pod.UID), pod, pw.sourceRVs)
 		return 0, true
 	}
 	if now.Before(pw.retrySB) {
@@ -329,6 +331,8 @@ func (pw *podWorker) ensureSandbox(ctx context.Context, pod *corev1.Pod, now tim
 	}
 	pw.volErr = nil
 	pw.mounts, pw.roVolumes = mounts, ro
+	pw.sourceRVs = map[string]string{}
+	a.refreshSourceVolumes(dir, pod, pw.sourceRVs) // records what was written
 	return 0, true
 }
 
