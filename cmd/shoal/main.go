@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"syscall"
+	_ "time/tzdata" // CronJob time zones on machines without /usr/share/zoneinfo
 
 	"github.com/shoal-dev/shoal/cmd/shoal/cli"
 )
