@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilrand "k8s.io/apimachinery/pkg/util/rand"
 
+	"github.com/shoal-dev/shoal/node/defaults"
 	"github.com/shoal-dev/shoal/node/state"
 )
 
@@ -190,8 +191,8 @@ func (s *Server) create(rq *request) {
 			obj.SetName(obj.GetGenerateName() + utilrand.String(5))
 			rq.name = obj.GetName()
 		}
-		setDefaults(obj)
-		setCreateDefaults(obj)
+		defaults.Apply(obj)
+		defaults.ApplyCreate(obj)
 		if errs := validateObject(rq.res, obj, nil); len(errs) > 0 {
 			rq.fail(apierrors.NewInvalid(rq.res.GVK().GroupKind(), obj.GetName(), errs))
 			return
@@ -348,7 +349,7 @@ func (s *Server) prepareUpdate(r *resource, cur, obj state.Object) (state.Object
 	if r.HasStatus {
 		r.copyStatus(obj, cur)
 	}
-	setDefaults(obj)
+	defaults.Apply(obj)
 	if r.hasSpec && !r.specEqual(cur, obj) {
 		obj.SetGeneration(cur.GetGeneration() + 1)
 	}

@@ -203,3 +203,5 @@ var tls0 = tls.ConnectionState{HandshakeComplete: true}
 func tlsFor(c *x509.Certificate) *tls.ConnectionState {
 	return &tls.ConnectionState{HandshakeComplete: true, PeerCertificates: []*x509.Certificate{c}}
 }
+
+func ptr[T any](v T) *T { return &v }

@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/shoal-dev/shoal/node/defaults"
 	"github.com/shoal-dev/shoal/node/state"
 )
 
@@ -196,8 +197,8 @@ func (s *Server) EnsureNamespaces(ctx context.Context) error {
 		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
 		ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
 		s.prepareCreate(s.disc.resources["/namespaces"], ns)
-		setDefaults(ns)
-		setCreateDefaults(ns)
+		defaults.Apply(ns)
+		defaults.ApplyCreate(ns)
 		if _, err := s.prop.Propose(ctx, state.Create(ns)); err != nil && !state.IsCode(err, state.CodeAlreadyExists) {
 			return fmt.Errorf("creating namespace %s: %w", name, err)
 		}

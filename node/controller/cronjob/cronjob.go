@@ -38,6 +38,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/shoal-dev/shoal/node/controller"
+	"github.com/shoal-dev/shoal/node/defaults"
 	"github.com/shoal-dev/shoal/node/state"
 )
 
@@ -497,57 +498,10 @@ func (s *syncCronJob) newJob(name string, scheduled time.Time, loc *time.Locatio
 		},
 		Spec: t.Spec,
 	}
-	defaultJob(j)
+	// As the API server would on a create: defaults and the generated selector.
+	defaults.Apply(j)
+	defaults.ApplyCreate(j)
 	return j
-}
-
-// Pod labels Kubernetes generates for a Job without a manual selector.
-const (
-	labelLegacyUID     = "controller-uid"
-	labelLegacyJobName = "job-name"
-)
-
-// defaultJob fills what the API server defaults on a new Job (see
-// node/apiserver defaults.go): counts, modes and the selector generated
-// from its UID.
-func defaultJob(j *batchv1.Job) {
-	s := &j.Spec
-	if s.Completions == nil && s.Parallelism == nil {
-		s.Completions = ptr(int32(1))
-	}
-	if s.Parallelism == nil {
-		s.Parallelism = ptr(int32(1))
-	}
-	if s.BackoffLimit == nil {
-		s.BackoffLimit = ptr(int32(6))
-	}
-	if s.CompletionMode == nil {
-		s.CompletionMode = ptr(batchv1.NonIndexedCompletion)
-	}
-	if s.Suspend == nil {
-		s.Suspend = ptr(false)
-	}
-	if s.PodReplacementPolicy == nil {
-		if s.PodFailurePolicy == nil {
-			s.PodReplacementPolicy = ptr(batchv1.TerminatingOrFailed)
-		} else {
-			s.PodReplacementPolicy = ptr(batchv1.Failed)
-		}
-	}
-	if s.ManualSelector != nil && *s.ManualSelector {
-		return
-	}
-	uid := string(j.UID)
-	tl := make(map[string]string, len(s.Template.Labels)+4)
-	for k, v := range s.Template.Labels {
-		tl[k] = v
-	}
-	tl[batchv1.ControllerUidLabel], tl[labelLegacyUID] = uid, uid
-	tl[batchv1.JobNameLabel], tl[labelLegacyJobName] = j.Name, j.Name
-	s.Template.Labels = tl
-	if s.Selector == nil {
-		s.Selector = &metav1.LabelSelector{MatchLabels: map[string]string{batchv1.ControllerUidLabel: uid}}
-	}
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -1,4 +1,8 @@
-package apiserver
+// Package defaults sets the fields the Kubernetes API server defaults, for
+// every object Shoal stores: the API server applies them to what clients
+// send, and the leader's controllers to the objects they create through
+// the proposer (which bypasses the API server).
+package defaults
 
 import (
 	"strings"
@@ -23,10 +27,10 @@ const (
 
 func ptr[T any](v T) *T { return &v }
 
-// setDefaults fills the fields Kubernetes defaults and clients rely on. It runs
+// Apply fills the fields Kubernetes defaults and clients rely on. It runs
 // on every create and update (the client may have dropped a defaulted field)
 // and is idempotent.
-func setDefaults(obj state.Object) {
+func Apply(obj state.Object) {
 	switch o := obj.(type) {
 	case *corev1.Pod:
 		defaultPodSpec(&o.Spec)
@@ -108,9 +112,9 @@ func setDefaults(obj state.Object) {
 	}
 }
 
-// setCreateDefaults sets what only a new object gets: its initial status
+// ApplyCreate sets what only a new object gets: its initial status
 // phase, a Job's generated selector.
-func setCreateDefaults(obj state.Object) {
+func ApplyCreate(obj state.Object) {
 	switch o := obj.(type) {
 	case *corev1.Pod:
 		if o.Status.Phase == "" {
