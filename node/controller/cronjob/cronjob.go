@@ -504,7 +504,6 @@ func (s *syncCronJob) newJob(name string, scheduled time.Time, loc *time.Locatio
 	return j
 }
 
-func ptr[T any](v T) *T { return &v }
 
 func (s *syncCronJob) namespaceTerminating() bool {
 	o, ok := s.cc.c.Store.Get("namespaces", "", s.cj.Namespace)

@@ -508,3 +508,5 @@ func TestMostRecentScheduleTime(t *testing.T) {
 		t.Errorf("Feb 31: got %v", *got)
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
