@@ -46,6 +46,7 @@ test: deps lint unit fuzz e2e
 bench: deps build
 	$(GO) test -run='^$$' -bench=. -benchtime=2s ./node/state/ ./consensus/
 	$(GO) test -run='^$$' -bench=. -benchtime=30x ./node/container/containerd/
+	$(GO) test -run='^$$' -bench=. -benchtime=3x ./node/scheduler/
 	$(GO) run ./e2e/bench -shoal $(BIN)
 
 demo: deps build

@@ -40,9 +40,15 @@ func (n *Node) runLeadership(ctx context.Context) {
 func (n *Node) startDuties(ctx context.Context) (stop func()) {
 	lctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
 	go func() { defer wg.Done(); n.leaderDuties(lctx) }()
 	go func() { defer wg.Done(); n.collectEvents(lctx) }()
+	go func() {
+		defer wg.Done()
+		if n.waitCaughtUp(lctx) == nil {
+			n.runControllers(lctx)
+		}
+	}()
 	go func() {
 		defer wg.Done()
 		if n.waitCaughtUp(lctx) == nil {

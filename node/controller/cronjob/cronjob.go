@@ -504,7 +504,6 @@ func (s *syncCronJob) newJob(name string, scheduled time.Time, loc *time.Locatio
 	return j
 }
 
-
 func (s *syncCronJob) namespaceTerminating() bool {
 	o, ok := s.cc.c.Store.Get("namespaces", "", s.cj.Namespace)
 	return ok && o.GetDeletionTimestamp() != nil

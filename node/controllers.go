@@ -1,0 +1,43 @@
+package node
+
+import (
+	"context"
+	"sync"
+
+	"github.com/shoal-dev/shoal/node/controller"
+	"github.com/shoal-dev/shoal/node/controller/cronjob"
+	"github.com/shoal-dev/shoal/node/controller/deployment"
+	"github.com/shoal-dev/shoal/node/controller/gc"
+	"github.com/shoal-dev/shoal/node/controller/job"
+	"github.com/shoal-dev/shoal/node/controller/replicaset"
+	"github.com/shoal-dev/shoal/node/events"
+)
+
+// controllerContext is what the leader's controllers are given.
+func (n *Node) controllerContext(rec *events.Recorder) controller.Context {
+	return controller.Context{Store: n.store, Proposer: n.proposer, Events: rec, Log: n.log}.WithDefaults()
+}
+
+// runControllers (a leader duty) runs the scheduler and the workload
+// controllers until ctx ends (leadership lost). They keep no state outside
+// the replica, so the next leader's start from the store where these stop.
+func (n *Node) runControllers(ctx context.Context) {
+	rec := events.New(events.Config{Proposer: n.proposer, Component: "shoal-controller-manager", Host: n.id.NodeName, Now: n.now, Log: n.log})
+	sched := events.New(events.Config{Proposer: n.proposer, Component: defaultSchedulerName, Host: n.id.NodeName, Now: n.now, Log: n.log})
+	cc := n.controllerContext(rec)
+	runs := []func(context.Context){
+		rec.Run, sched.Run,
+		func(ctx context.Context) { n.runScheduler(ctx, sched) },
+		replicaset.New(cc).Run,
+		deployment.New(cc).Run,
+		job.New(cc).Run,
+		cronjob.New(cc).Run,
+		gc.New(cc).Run,
+	}
+	var wg sync.WaitGroup
+	for _, run := range runs {
+		wg.Add(1)
+		go func() { defer wg.Done(); run(ctx) }()
+	}
+	wg.Wait()
+}
