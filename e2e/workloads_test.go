@@ -241,3 +241,102 @@ func TestUnschedulablePods(t *testing.T) {
 		t.Errorf("picky: PodScheduled %s", condition(p, corev1.PodScheduled))
 	}
 }
+
+// TestDaemonSetAndStatefulSet: a DaemonSet runs one pod on every node; a
+// StatefulSet starts its pods in order with stable names and local
+// volumes, and a deleted pod comes back with the same name, on the same
+// node, with its data.
+func TestDaemonSetAndStatefulSet(t *testing.T) {
+	c := newCluster(t, 3)
+	importImages(t, c, "n1")
+	cs := clientset(t, c)
+	ctx := context.Background()
+	labels := map[string]string{"app": "agent"}
+	ds := &appsv1.DaemonSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "agent"},
+		Spec: appsv1.DaemonSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: busyboxPod("x", "", corev1.RestartPolicyAlways, "trap 'exit 0' TERM; sleep 3600 & wait").Spec},
+		},
+	}
+	if _, err := cs.AppsV1().DaemonSets("default").Create(ctx, ds, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := kubectl(t, c, "rollout", "status", "daemonset/agent", "--timeout=120s"); err != nil {
+		t.Fatalf("rollout status daemonset: %v\n%s", err, out)
+	}
+	pods, err := cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=agent"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	perNode := map[string]int{}
+	for _, p := range pods.Items {
+		perNode[p.Spec.NodeName]++
+	}
+	if len(perNode) != 3 || perNode["n1"] != 1 || perNode["n2"] != 1 || perNode["n3"] != 1 {
+		t.Errorf("DaemonSet pods per node: %v", perNode)
+	}
+
+	slabels := map[string]string{"app": "db"}
+	replicas := int32(3)
+	tmpl := busyboxPod("x", "", corev1.RestartPolicyAlways, `[ -f /data/id ] || echo "$(hostname) $(date +%s%N)" > /data/id; trap 'exit 0' TERM; sleep 3600 & wait`)
+	tmpl.Spec.TerminationGracePeriodSeconds = ptr(int64(1))
+	tmpl.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "data", MountPath: "/data"}}
+	ss := &appsv1.StatefulSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "db"},
+		Spec: appsv1.StatefulSetSpec{
+			Replicas: &replicas, ServiceName: "db",
+			Selector: &metav1.LabelSelector{MatchLabels: slabels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: slabels}, Spec: tmpl.Spec},
+			VolumeClaimTemplates: []corev1.PersistentVolumeClaim{{
+				ObjectMeta: metav1.ObjectMeta{Name: "data"},
+				Spec: corev1.PersistentVolumeClaimSpec{
+					AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+					Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: mustQuantity("1Gi")}},
+				},
+			}},
+		},
+	}
+	if _, err := cs.AppsV1().StatefulSets("default").Create(ctx, ss, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := kubectl(t, c, "rollout", "status", "statefulset/db", "--timeout=180s"); err != nil {
+		t.Fatalf("rollout status statefulset: %v\n%s", err, out)
+	}
+	started := map[string]time.Time{}
+	for i := range 3 {
+		name := fmt.Sprintf("db-%d", i)
+		p := waitPod(t, cs, "default", name, 30*time.Second, "Running", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning })
+		started[name] = p.Status.StartTime.Time
+		if p.Spec.Hostname != name || p.Spec.Subdomain != "db" {
+			t.Errorf("%s: hostname %q subdomain %q", name, p.Spec.Hostname, p.Spec.Subdomain)
+		}
+	}
+	if started["db-1"].Before(started["db-0"]) || started["db-2"].Before(started["db-1"]) {
+		t.Errorf("the StatefulSet's pods did not start in order: %v", started)
+	}
+	before, err := cs.CoreV1().Pods("default").Get(ctx, "db-1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _, err := kubectlAt(t, c, "32", nil, time.Minute, "exec", "db-1", "--", "cat", "/data/id")
+	if err != nil || !strings.HasPrefix(id, "db-1 ") {
+		t.Fatalf("db-1's data: %q %v", id, err)
+	}
+	if err := cs.CoreV1().Pods("default").Delete(ctx, "db-1", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	after := waitPod(t, cs, "default", "db-1", 90*time.Second, "back and Running", func(p *corev1.Pod) bool {
+		return p.UID != before.UID && p.Status.Phase == corev1.PodRunning
+	})
+	if after.Spec.NodeName != before.Spec.NodeName {
+		t.Errorf("db-1 moved from %s to %s: its local volume is on %s", before.Spec.NodeName, after.Spec.NodeName, before.Spec.NodeName)
+	}
+	eventually(t, 20*time.Second, func() error {
+		again, _, err := kubectlAt(t, c, "32", nil, time.Minute, "exec", "db-1", "--", "cat", "/data/id")
+		if err != nil || again != id {
+			return fmt.Errorf("db-1's data after the restart: %q (%v), want %q", again, err, id)
+		}
+		return nil
+	})
+}

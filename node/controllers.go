@@ -2,14 +2,18 @@ package node
 
 import (
 	"context"
+	"path/filepath"
 	"sync"
 
 	"github.com/shoal-dev/shoal/node/controller"
 	"github.com/shoal-dev/shoal/node/controller/cronjob"
+	"github.com/shoal-dev/shoal/node/controller/daemonset"
 	"github.com/shoal-dev/shoal/node/controller/deployment"
 	"github.com/shoal-dev/shoal/node/controller/gc"
 	"github.com/shoal-dev/shoal/node/controller/job"
+	"github.com/shoal-dev/shoal/node/controller/localpv"
 	"github.com/shoal-dev/shoal/node/controller/replicaset"
+	"github.com/shoal-dev/shoal/node/controller/statefulset"
 	"github.com/shoal-dev/shoal/node/events"
 )
 
@@ -25,7 +29,19 @@ func (n *Node) runControllers(ctx context.Context) {
 	rec := events.New(events.Config{Proposer: n.proposer, Component: "shoal-controller-manager", Host: n.id.NodeName, Now: n.now, Log: n.log})
 	sched := events.New(events.Config{Proposer: n.proposer, Component: defaultSchedulerName, Host: n.id.NodeName, Now: n.now, Log: n.log})
 	cc := n.controllerContext(rec)
+	lpCfg := localpv.DefaultConfig()
+	// Where volumes live on a node with the default data dir; agents keep
+	// the volumes Shoal provisions under their own data dir whatever it is.
+	lpCfg.BaseDir = filepath.Join(DefaultDataDir, agentDir, "volumes")
+	lp, err := localpv.New(cc, lpCfg)
+	if err != nil {
+		n.log.Error("local volume provisioner", "err", err)
+		return
+	}
 	runs := []func(context.Context){
+		daemonset.New(cc).Run,
+		statefulset.New(cc).Run,
+		lp.Run,
 		rec.Run, sched.Run,
 		func(ctx context.Context) { n.runScheduler(ctx, sched) },
 		replicaset.New(cc).Run,

@@ -400,6 +400,18 @@ func (a *Agent) collectGarbage(ctx context.Context) error {
 		keep[string(uid)] = true
 	}
 	a.mu.Unlock()
+	// Local volumes whose PersistentVolume is gone (reclaim policy Delete)
+	// go with their data.
+	if vols, err := os.ReadDir(a.volumesDir()); err == nil {
+		for _, v := range vols {
+			if _, ok := a.cfg.Store.Get("persistentvolumes", "", v.Name()); !ok {
+				a.log.Info("agent: removing the data of a deleted local volume", "volume", v.Name())
+				if err := os.RemoveAll(filepath.Join(a.volumesDir(), v.Name())); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
+	}
 	if err := a.cfg.Network.GC(ctx, keep); err != nil {
 		errs = append(errs, err)
 	}
@@ -428,6 +440,9 @@ func (a *Agent) Pods() []types.UID {
 }
 
 func (a *Agent) podsDir() string { return filepath.Join(a.cfg.DataDir, "pods") }
+
+// volumesDir holds the local persistent volumes Shoal provisioned on this node.
+func (a *Agent) volumesDir() string { return filepath.Join(a.cfg.DataDir, "volumes") }
 
 func (a *Agent) podDir(uid types.UID) string { return filepath.Join(a.podsDir(), string(uid)) }
 

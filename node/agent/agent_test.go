@@ -321,10 +321,18 @@ func TestConfigErrors(t *testing.T) {
 		name: "unsupported-volume",
 		pod: func(p *corev1.Pod) {
 			p.Spec.Volumes = []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{
+				NFS: &corev1.NFSVolumeSource{Server: "10.0.0.1", Path: "/x"}}}}
+		},
+		wantReason: "CreateContainerConfigError",
+		wantMsg:    `volume "data": nfs volumes are not supported by Shoal`,
+	}, {
+		name: "missing-claim",
+		pod: func(p *corev1.Pod) {
+			p.Spec.Volumes = []corev1.Volume{{Name: "data", VolumeSource: corev1.VolumeSource{
 				PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "c"}}}}
 		},
 		wantReason: "CreateContainerConfigError",
-		wantMsg:    `volume "data": persistentVolumeClaim volumes are not supported by Shoal`,
+		wantMsg:    `volume "data": persistentvolumeclaim "c" not found`,
 	}, {
 		name: "hostpath-file-missing",
 		pod: func(p *corev1.Pod) {
@@ -374,7 +382,7 @@ func TestConfigErrors(t *testing.T) {
 		})
 	}
 	// A volume problem is also the pod's message.
-	if p := h.pod("unsupported-volume"); !strings.Contains(p.Status.Message, "persistentVolumeClaim volumes are not supported") {
+	if p := h.pod("unsupported-volume"); !strings.Contains(p.Status.Message, "nfs volumes are not supported") {
 		t.Errorf("pod message %q", p.Status.Message)
 	}
 }

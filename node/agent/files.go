@@ -184,8 +184,17 @@ func (a *Agent) prepareVolumes(dir string, pod *corev1.Pod) (map[string]string, 
 				return nil, nil, err
 			}
 			mounts[v.Name], ro[v.Name] = p, true
+		case v.PersistentVolumeClaim != nil:
+			p, err := a.claimPath(pod.Namespace, v.PersistentVolumeClaim.ClaimName)
+			if err != nil {
+				return nil, nil, fmt.Errorf("volume %q: %w", v.Name, err)
+			}
+			mounts[v.Name] = p
+			if v.PersistentVolumeClaim.ReadOnly {
+				ro[v.Name] = true
+			}
 		default:
-			return nil, nil, configErrorf("volume %q: %s volumes are not supported by Shoal (supported: emptyDir, hostPath, configMap, secret)", v.Name, volumeType(v))
+			return nil, nil, configErrorf("volume %q: %s volumes are not supported by Shoal (supported: emptyDir, hostPath, configMap, secret, persistentVolumeClaim of local or hostPath volumes)", v.Name, volumeType(v))
 		}
 	}
 	return mounts, ro, nil
@@ -291,6 +300,48 @@ func (a *Agent) refreshSourceVolumes(dir string, pod *corev1.Pod, seen map[strin
 			seen[v.Name] = rv
 		}
 	}
+}
+
+// provisionedByShoal marks the volumes of Shoal's local provisioner.
+const provisionedByShoal = "shoal.dev/local"
+
+// claimPath is the host directory behind a PersistentVolumeClaim: a
+// volume of Shoal's local provisioner lives in this agent's data dir
+// (volumes/<name>, created on first use); another local or hostPath volume
+// at its path. An unbound claim is an error the pod waits on.
+func (a *Agent) claimPath(ns, claim string) (string, error) {
+	o, ok := a.cfg.Store.Get("persistentvolumeclaims", ns, claim)
+	if !ok {
+		return "", configErrorf("persistentvolumeclaim %q not found", claim)
+	}
+	pvc := o.(*corev1.PersistentVolumeClaim)
+	if pvc.Spec.VolumeName == "" {
+		return "", fmt.Errorf("persistentvolumeclaim %q is not bound yet", claim)
+	}
+	po, ok := a.cfg.Store.Get("persistentvolumes", "", pvc.Spec.VolumeName)
+	if !ok {
+		return "", fmt.Errorf("persistentvolume %q of claim %q not found", pvc.Spec.VolumeName, claim)
+	}
+	pv := po.(*corev1.PersistentVolume)
+	switch {
+	case pv.Annotations["pv.kubernetes.io/provisioned-by"] == provisionedByShoal:
+		p := filepath.Join(a.volumesDir(), pv.Name)
+		if err := os.MkdirAll(p, 0o777); err != nil {
+			return "", err
+		}
+		return p, nil
+	case pv.Spec.Local != nil:
+		if _, err := os.Stat(pv.Spec.Local.Path); err != nil {
+			return "", configErrorf("local volume %q: %v", pv.Name, err)
+		}
+		return pv.Spec.Local.Path, nil
+	case pv.Spec.HostPath != nil:
+		if err := checkHostPath(pv.Spec.HostPath); err != nil {
+			return "", configErrorf("volume %q: %v", pv.Name, err)
+		}
+		return pv.Spec.HostPath.Path, nil
+	}
+	return "", configErrorf("persistentvolume %q: only local and hostPath volumes can be mounted by Shoal", pv.Name)
 }
 
 // checkHostPath applies a hostPath volume's type, creating what *OrCreate asks for.

@@ -91,7 +91,19 @@ func validateObject(r *resource, obj, old state.Object) field.ErrorList {
 			errs = append(errs, selectorImmutable(o.Spec.Selector, old.(*appsv1.ReplicaSet).Spec.Selector)...)
 		}
 	case *appsv1.StatefulSet:
-		errs = append(errs, validateWorkload("statefulset", o.Spec.Replicas, o.Spec.Selector, &o.Spec.Template, true)...)
+		// The pods get a volume per claim template: mounts may name them.
+		tmpl := o.Spec.Template.DeepCopy()
+		have := map[string]bool{}
+		for _, v := range tmpl.Spec.Volumes {
+			have[v.Name] = true
+		}
+		for _, ct := range o.Spec.VolumeClaimTemplates {
+			if !have[ct.Name] {
+				tmpl.Spec.Volumes = append(tmpl.Spec.Volumes, corev1.Volume{Name: ct.Name, VolumeSource: corev1.VolumeSource{
+					PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: ct.Name}}})
+			}
+		}
+		errs = append(errs, validateWorkload("statefulset", o.Spec.Replicas, o.Spec.Selector, tmpl, true)...)
 		switch o.Spec.PodManagementPolicy {
 		case appsv1.OrderedReadyPodManagement, appsv1.ParallelPodManagement:
 		default:
