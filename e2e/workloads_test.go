@@ -340,3 +340,111 @@ func TestDaemonSetAndStatefulSet(t *testing.T) {
 		return nil
 	})
 }
+
+// TestLeaderKillMidRollout: kill -9 of the leader in the middle of a
+// rolling update; the new leader finishes the rollout from the replica,
+// with no ReplicaSet or pod made twice.
+func TestLeaderKillMidRollout(t *testing.T) {
+	c := newCluster(t, 3)
+	for _, n := range []string{"n1", "n2", "n3"} {
+		importImages(t, c, n)
+	}
+	leader := waitRoles(t, c, "n1", 3, 0, time.Minute)
+	var via string
+	for _, n := range []string{"n1", "n2", "n3"} {
+		if n != leader {
+			via = n
+			break
+		}
+	}
+	cs := clientsetFor(t, c, via)
+	ctx := context.Background()
+	replicas := int32(6)
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "web"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}},
+				Spec:       echoPod("x", "").Spec,
+			},
+		},
+	}
+	dep.Spec.Template.Spec.TerminationGracePeriodSeconds = ptr(int64(1))
+	// Slow the rollout down so that the kill lands in its middle.
+	dep.Spec.MinReadySeconds = 2
+	if _, err := cs.AppsV1().Deployments("default").Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitDeployment(t, cs, "web", 1, 120*time.Second)
+	d, err := cs.AppsV1().Deployments("default").Get(ctx, "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Spec.Template.Spec.Containers[0].Env = append(d.Spec.Template.Spec.Containers[0].Env, corev1.EnvVar{Name: "VERSION", Value: "2"})
+	if _, err := cs.AppsV1().Deployments("default").Update(ctx, d, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, func() error {
+		d, err := cs.AppsV1().Deployments("default").Get(ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		if d.Status.UpdatedReplicas < 2 {
+			return fmt.Errorf("%d updated replicas", d.Status.UpdatedReplicas)
+		}
+		return nil
+	})
+	t.Logf("killing the leader %s mid-rollout", leader)
+	if err := c.Kill(leader); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	if err := c.Start(leader); err != nil {
+		t.Fatal(err)
+	}
+	waitDeployment(t, cs, "web", 2, 180*time.Second)
+	rs, err := cs.AppsV1().ReplicaSets("default").List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs.Items) != 2 {
+		t.Errorf("%d ReplicaSets after the rollout, want 2 (old and new)", len(rs.Items))
+	}
+	if got := envOfPods(t, cs, "VERSION"); got != "2" {
+		t.Errorf("after the rollout the pods run VERSION=%q", got)
+	}
+	pods, err := cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := 0
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp == nil {
+			live++
+		}
+	}
+	if live != int(replicas) {
+		t.Errorf("%d live pods after the rollout, want %d", live, replicas)
+	}
+}
+
+// waitDeployment waits until a Deployment is fully rolled out at
+// generation ≥ gen (what kubectl rollout status checks).
+func waitDeployment(t *testing.T, cs kubernetes.Interface, name string, gen int64, timeout time.Duration) {
+	t.Helper()
+	eventually(t, timeout, func() error {
+		d, err := cs.AppsV1().Deployments("default").Get(context.Background(), name, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		r := *d.Spec.Replicas
+		s := d.Status
+		if d.Generation < gen || s.ObservedGeneration < d.Generation || s.UpdatedReplicas != r || s.Replicas != r || s.AvailableReplicas != r {
+			return fmt.Errorf("deployment %s: generation %d observed %d, replicas %d updated %d available %d (want %d)",
+				name, d.Generation, s.ObservedGeneration, s.Replicas, s.UpdatedReplicas, s.AvailableReplicas, r)
+		}
+		return nil
+	})
+}
