@@ -448,3 +448,72 @@ func waitDeployment(t *testing.T, cs kubernetes.Interface, name string, gen int6
 		return nil
 	})
 }
+
+// TestWorkerNodeKill: kill -9 of a worker node's agent — gossip declares
+// it dead, the leader taints it unreachable and evicts its pods after their
+// default toleration, and the Deployment runs all its replicas on the other
+// nodes.
+func TestWorkerNodeKill(t *testing.T) {
+	c := newCluster(t, 3)
+	importImages(t, c, "n1")
+	leader := waitRoles(t, c, "n1", 3, 0, time.Minute)
+	victim := "n3"
+	if leader == victim {
+		victim = "n2"
+	}
+	var via string
+	for _, n := range []string{"n1", "n2", "n3"} {
+		if n != victim {
+			via = n
+			break
+		}
+	}
+	cs := clientsetFor(t, c, via)
+	ctx := context.Background()
+	replicas := int32(6)
+	dep := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "web"},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: &replicas,
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "web"}}, Spec: echoPod("x", "").Spec},
+		},
+	}
+	dep.Spec.Template.Spec.TerminationGracePeriodSeconds = ptr(int64(1))
+	if _, err := cs.AppsV1().Deployments("default").Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitDeployment(t, cs, "web", 1, 120*time.Second)
+	start := time.Now()
+	if err := c.Kill(victim); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 90*time.Second, func() error {
+		pods, err := cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
+		if err != nil {
+			return err
+		}
+		ready := 0
+		for _, p := range pods.Items {
+			if p.Spec.NodeName != victim && p.DeletionTimestamp == nil && podReady(&p) {
+				ready++
+			}
+		}
+		if ready < int(replicas) {
+			return fmt.Errorf("%d of %d replicas ready away from %s", ready, replicas, victim)
+		}
+		return nil
+	})
+	t.Logf("node %s killed: all %d replicas ready on the other nodes after %s", victim, replicas, time.Since(start).Round(100*time.Millisecond))
+	n, err := cs.CoreV1().Nodes().Get(ctx, victim, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tainted := false
+	for _, tn := range n.Spec.Taints {
+		tainted = tainted || tn.Key == corev1.TaintNodeUnreachable && tn.Effect == corev1.TaintEffectNoExecute
+	}
+	if !tainted {
+		t.Errorf("%s is not tainted unreachable: %+v", victim, n.Spec.Taints)
+	}
+}

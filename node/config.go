@@ -73,23 +73,28 @@ type Config struct {
 	// PullFromRegistries lets nodes pull images from their registries
 	// when no peer has them.
 	PullFromRegistries bool
+	// DefaultTolerationSeconds is how long new pods tolerate their node
+	// being unreachable or not ready before they are evicted (and
+	// replaced elsewhere by their controllers).
+	DefaultTolerationSeconds int64
 }
 
 // DefaultConfig returns the defaults.
 func DefaultConfig() Config {
 	host, _ := os.Hostname()
 	return Config{
-		DataDir:            DefaultDataDir,
-		NodeName:           host,
-		APIPort:            DefaultAPIPort,
-		GossipPort:         DefaultGossipPort,
-		RaftPort:           DefaultRaftPort,
-		Voters:             DefaultVoters,
-		DeadVoterGrace:     10 * time.Second,
-		PodCIDR:            DefaultPodCIDR,
-		ProposeTimeout:     5 * time.Second,
-		PodNetwork:         "host-gw",
-		PullFromRegistries: true,
+		DataDir:                  DefaultDataDir,
+		NodeName:                 host,
+		APIPort:                  DefaultAPIPort,
+		GossipPort:               DefaultGossipPort,
+		RaftPort:                 DefaultRaftPort,
+		Voters:                   DefaultVoters,
+		DeadVoterGrace:           10 * time.Second,
+		PodCIDR:                  DefaultPodCIDR,
+		ProposeTimeout:           5 * time.Second,
+		PodNetwork:               "host-gw",
+		PullFromRegistries:       true,
+		DefaultTolerationSeconds: 5,
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/shoal-dev/shoal/node/controller/gc"
 	"github.com/shoal-dev/shoal/node/controller/job"
 	"github.com/shoal-dev/shoal/node/controller/localpv"
+	"github.com/shoal-dev/shoal/node/controller/nodelifecycle"
 	"github.com/shoal-dev/shoal/node/controller/replicaset"
 	"github.com/shoal-dev/shoal/node/controller/statefulset"
 	"github.com/shoal-dev/shoal/node/events"
@@ -39,6 +40,7 @@ func (n *Node) runControllers(ctx context.Context) {
 		return
 	}
 	runs := []func(context.Context){
+		nodelifecycle.New(cc, nodelifecycle.DefaultConfig()).Run,
 		daemonset.New(cc).Run,
 		statefulset.New(cc).Run,
 		lp.Run,

@@ -24,6 +24,7 @@ import (
 	"github.com/shoal-dev/shoal/gossip"
 	"github.com/shoal-dev/shoal/node/agent"
 	"github.com/shoal-dev/shoal/node/container"
+	"github.com/shoal-dev/shoal/node/defaults"
 	"github.com/shoal-dev/shoal/node/pki"
 	"github.com/shoal-dev/shoal/node/state"
 )
@@ -238,6 +239,7 @@ func (n *Node) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	n.metrics = newMetrics()
+	defaults.DefaultTolerationSeconds = n.cfg.DefaultTolerationSeconds
 	n.store = state.NewStore(0)
 	n.fsm = state.NewFSM(n.store, sealer{n.keyring})
 

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilrand "k8s.io/apimachinery/pkg/util/rand"
 
+	"github.com/shoal-dev/shoal/node/defaults"
 	"github.com/shoal-dev/shoal/node/state"
 )
 
@@ -99,8 +100,10 @@ func GenerateName(prefix string) string {
 // labels, annotations, finalizers and spec (copied); and ref (normally
 // NewControllerRef(owner, gvk)) as its only ownerReference. The template is
 // expected to be defaulted already (templates come from the API, which
-// defaults them); nothing else is defaulted here. Callers may change the
-// result (e.g. GenerateName/Name for indexed names) before CreatePod.
+// defaults them); the pod gets what the API adds to pods only (the default
+// not-ready/unreachable tolerations, node/defaults.Apply). Callers may
+// change the result (e.g. GenerateName/Name for indexed names) before
+// CreatePod.
 func NewPodFromTemplate(c Context, template *corev1.PodTemplateSpec, owner metav1.Object, ref *metav1.OwnerReference) *corev1.Pod {
 	prefix := NamePrefix(owner.GetName())
 	pod := &corev1.Pod{
@@ -121,6 +124,7 @@ func NewPodFromTemplate(c Context, template *corev1.PodTemplateSpec, owner metav
 	if ref != nil {
 		pod.OwnerReferences = []metav1.OwnerReference{*ref}
 	}
+	defaults.Apply(pod)
 	return pod
 }
 

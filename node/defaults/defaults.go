@@ -27,13 +27,30 @@ const (
 
 func ptr[T any](v T) *T { return &v }
 
+// DefaultTolerationSeconds is how long a pod stays bound to a node that is
+// not Ready (Ready=False, taint node.kubernetes.io/not-ready) or that gossip
+// lost (Ready=Unknown, taint node.kubernetes.io/unreachable) before the
+// node lifecycle controller evicts it so its controller can replace it
+// elsewhere: the tolerationSeconds of the two NoExecute tolerations every
+// new pod gets unless it tolerates those taints itself (Kubernetes'
+// DefaultTolerationSeconds admission plugin, whose default is 300 s).
+// Shoal's default is 5 s: gossip already takes its own few seconds to
+// declare a node dead, and pods should run again elsewhere within seconds.
+//
+// Set it (e.g. from a flag) before the API server and the controllers
+// start; it is read without synchronisation.
+var DefaultTolerationSeconds int64 = 5
+
 // Apply fills the fields Kubernetes defaults and clients rely on. It runs
 // on every create and update (the client may have dropped a defaulted field)
-// and is idempotent.
+// and is idempotent. Pods (not pod templates) also get the not-ready and
+// unreachable tolerations of DefaultTolerationSeconds, on update too, as
+// Kubernetes' admission plugin adds them (a replaced pod keeps them).
 func Apply(obj state.Object) {
 	switch o := obj.(type) {
 	case *corev1.Pod:
 		defaultPodSpec(&o.Spec)
+		addDefaultTolerations(&o.Spec)
 	case *corev1.Service:
 		defaultService(o)
 	case *corev1.Secret:
@@ -154,6 +171,41 @@ func generateJobSelector(j *batchv1.Job) {
 	if j.Spec.Selector == nil {
 		j.Spec.Selector = &metav1.LabelSelector{MatchLabels: map[string]string{labelJobControllerUID: uid}}
 	}
+}
+
+// addDefaultTolerations adds to a pod the NoExecute tolerations of the
+// not-ready and unreachable taints with DefaultTolerationSeconds, each
+// unless the pod already tolerates that taint (a toleration with that key
+// or no key, and effect NoExecute or none), as Kubernetes'
+// DefaultTolerationSeconds admission plugin does. s.Tolerations gets a new
+// slice when something is added.
+func addDefaultTolerations(s *corev1.PodSpec) {
+	tolerates := func(key string) bool {
+		for _, t := range s.Tolerations {
+			if (t.Key == key || t.Key == "") && (t.Effect == corev1.TaintEffectNoExecute || t.Effect == "") {
+				return true
+			}
+		}
+		return false
+	}
+	notReady, unreachable := tolerates(corev1.TaintNodeNotReady), tolerates(corev1.TaintNodeUnreachable)
+	if notReady && unreachable {
+		return
+	}
+	tols := make([]corev1.Toleration, len(s.Tolerations), len(s.Tolerations)+2)
+	copy(tols, s.Tolerations)
+	for _, t := range []struct {
+		key string
+		has bool
+	}{{corev1.TaintNodeNotReady, notReady}, {corev1.TaintNodeUnreachable, unreachable}} {
+		if !t.has {
+			tols = append(tols, corev1.Toleration{
+				Key: t.key, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute,
+				TolerationSeconds: ptr(DefaultTolerationSeconds),
+			})
+		}
+	}
+	s.Tolerations = tols
 }
 
 func defaultPodSpec(s *corev1.PodSpec) {

@@ -1,0 +1,77 @@
+package defaults
+
+import (
+	"reflect"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+)
+
+func tol(key string, secs *int64) corev1.Toleration {
+	return corev1.Toleration{Key: key, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute, TolerationSeconds: secs}
+}
+
+// TestDefaultTolerations: a pod gets the not-ready and unreachable
+// tolerations of DefaultTolerationSeconds unless it tolerates those taints
+// itself; applying again changes nothing; templates get none.
+func TestDefaultTolerations(t *testing.T) {
+	own := corev1.Toleration{Key: "dedicated", Operator: corev1.TolerationOpEqual, Value: "db", Effect: corev1.TaintEffectNoSchedule}
+	for _, tc := range []struct {
+		name string
+		tols []corev1.Toleration
+		want []corev1.Toleration
+	}{
+		{"none", nil, []corev1.Toleration{tol(corev1.TaintNodeNotReady, ptr(int64(5))), tol(corev1.TaintNodeUnreachable, ptr(int64(5)))}},
+		{"others kept first", []corev1.Toleration{own},
+			[]corev1.Toleration{own, tol(corev1.TaintNodeNotReady, ptr(int64(5))), tol(corev1.TaintNodeUnreachable, ptr(int64(5)))}},
+		{"own unreachable kept", []corev1.Toleration{tol(corev1.TaintNodeUnreachable, ptr(int64(60)))},
+			[]corev1.Toleration{tol(corev1.TaintNodeUnreachable, ptr(int64(60))), tol(corev1.TaintNodeNotReady, ptr(int64(5)))}},
+		{"own forever kept", []corev1.Toleration{tol(corev1.TaintNodeNotReady, nil), tol(corev1.TaintNodeUnreachable, nil)},
+			[]corev1.Toleration{tol(corev1.TaintNodeNotReady, nil), tol(corev1.TaintNodeUnreachable, nil)}},
+		{"any effect counts", []corev1.Toleration{{Key: corev1.TaintNodeUnreachable, Operator: corev1.TolerationOpExists}},
+			[]corev1.Toleration{{Key: corev1.TaintNodeUnreachable, Operator: corev1.TolerationOpExists}, tol(corev1.TaintNodeNotReady, ptr(int64(5)))}},
+		{"wildcard", []corev1.Toleration{{Operator: corev1.TolerationOpExists}}, []corev1.Toleration{{Operator: corev1.TolerationOpExists}}},
+		{"NoSchedule only does not count", []corev1.Toleration{{Key: corev1.TaintNodeUnreachable, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}},
+			[]corev1.Toleration{{Key: corev1.TaintNodeUnreachable, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule},
+				tol(corev1.TaintNodeNotReady, ptr(int64(5))), tol(corev1.TaintNodeUnreachable, ptr(int64(5)))}},
+	} {
+		in := append([]corev1.Toleration(nil), tc.tols...)
+		pod := &corev1.Pod{Spec: corev1.PodSpec{Tolerations: in}}
+		Apply(pod)
+		if !reflect.DeepEqual(pod.Spec.Tolerations, tc.want) {
+			t.Errorf("%s: tolerations %+v, want %+v", tc.name, pod.Spec.Tolerations, tc.want)
+		}
+		if !reflect.DeepEqual(in, tc.tols) {
+			t.Errorf("%s: the caller's slice was changed", tc.name)
+		}
+		again := pod.DeepCopy()
+		Apply(again)
+		if !reflect.DeepEqual(again.Spec.Tolerations, pod.Spec.Tolerations) {
+			t.Errorf("%s: not idempotent: %+v", tc.name, again.Spec.Tolerations)
+		}
+	}
+
+	d := &appsv1.Deployment{}
+	Apply(d)
+	if n := len(d.Spec.Template.Spec.Tolerations); n != 0 {
+		t.Errorf("a Deployment's template got %d tolerations, want none (pods get them when created)", n)
+	}
+}
+
+// TestDefaultTolerationSecondsSetting: the variable sets the seconds.
+func TestDefaultTolerationSecondsSetting(t *testing.T) {
+	old := DefaultTolerationSeconds
+	t.Cleanup(func() { DefaultTolerationSeconds = old })
+	DefaultTolerationSeconds = 30
+	pod := &corev1.Pod{}
+	Apply(pod)
+	for _, tl := range pod.Spec.Tolerations {
+		if tl.TolerationSeconds == nil || *tl.TolerationSeconds != 30 {
+			t.Errorf("toleration %+v, want 30 s", tl)
+		}
+	}
+	if len(pod.Spec.Tolerations) != 2 {
+		t.Errorf("%d tolerations, want 2", len(pod.Spec.Tolerations))
+	}
+}
