@@ -3,13 +3,13 @@ package gc
 import (
 	"context"
 	"fmt"
-	"strconv"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/shoal-dev/shoal/node/controller"
 	"github.com/shoal-dev/shoal/node/state"
 )
 
@@ -260,7 +260,7 @@ func (gc *Controller) removeFinalizer(ctx context.Context, k *state.Kind, obj st
 	}
 	if len(fins) == 0 && obj.GetDeletionTimestamp() != nil {
 		pod, isPod := obj.(*corev1.Pod)
-		if !isPod || gc.podGracePeriod(pod) == 0 {
+		if !isPod || controller.PodGracePeriod(gc.c.Store, pod) == 0 {
 			return ignoreNotFound(gc.propose(ctx, state.Delete(k, obj.GetNamespace(), obj.GetName(), rvOf(obj), string(obj.GetUID()))))
 		}
 	}
@@ -283,7 +283,7 @@ func (gc *Controller) deleteObject(ctx context.Context, k *state.Kind, obj state
 	}
 	grace := int64(0)
 	if pod, ok := obj.(*corev1.Pod); ok {
-		grace = gc.podGracePeriod(pod)
+		grace = controller.PodGracePeriod(gc.c.Store, pod)
 	}
 	if len(fins) == 0 && grace == 0 {
 		return ignoreNotFound(gc.propose(ctx, state.Delete(k, obj.GetNamespace(), obj.GetName(), rvOf(obj), string(obj.GetUID()))))
@@ -304,23 +304,6 @@ func (gc *Controller) deleteObject(ctx context.Context, k *state.Kind, obj state
 	}
 	next.SetResourceVersion("")
 	return ignoreNotFound(gc.propose(ctx, state.Update(next, rvOf(obj))))
-}
-
-// podGracePeriod is the grace period the API gives a pod deleted with
-// default options (see apiserver podGracePeriod): 0 — delete at once — for
-// a pod never bound, finished, or on a node that does not exist; otherwise
-// its terminationGracePeriodSeconds (at least 1 s; 30 s by default).
-func (gc *Controller) podGracePeriod(pod *corev1.Pod) int64 {
-	if pod.Spec.NodeName == "" || pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
-		return 0
-	}
-	if _, ok := gc.c.Store.Get("nodes", "", pod.Spec.NodeName); !ok {
-		return 0
-	}
-	if g := pod.Spec.TerminationGracePeriodSeconds; g != nil {
-		return max(*g, 1)
-	}
-	return corev1.DefaultTerminationGracePeriodSeconds
 }
 
 func (gc *Controller) propose(ctx context.Context, ops ...state.Op) error {
@@ -345,7 +328,4 @@ func hasString(list []string, s string) bool {
 	return false
 }
 
-func rvOf(o state.Object) uint64 {
-	v, _ := strconv.ParseUint(o.GetResourceVersion(), 10, 64)
-	return v
-}
+func rvOf(o state.Object) uint64 { return controller.RV(o) }

@@ -3,7 +3,6 @@ package job
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"sort"
 	"strconv"
 	"time"
@@ -14,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/shoal-dev/shoal/node/controller"
 	"github.com/shoal-dev/shoal/node/state"
 )
 
@@ -414,7 +414,7 @@ func (s *syncJob) annotate(p *corev1.Pod, verdict string) {
 // deletePod deletes an active pod as the API would (gracefully when it runs
 // on a node), marked with verdict so that it is not counted again.
 func (s *syncJob) deletePod(p *corev1.Pod, verdict string) {
-	grace := s.podGracePeriod(p)
+	grace := controller.PodGracePeriod(s.jc.c.Store, p)
 	if grace == 0 && len(p.Finalizers) == 0 {
 		delete(s.updates, p.Name)
 		s.deletes[p.Name] = p
@@ -427,22 +427,6 @@ func (s *syncJob) deletePod(p *corev1.Pod, verdict string) {
 		m.DeletionTimestamp, m.DeletionGracePeriodSeconds = &at, &grace
 	}
 	s.terminating++
-}
-
-// podGracePeriod is the grace period the API gives a pod deleted with
-// default options: 0 for a pod never bound, finished, or on a node that is
-// gone; else its terminationGracePeriodSeconds (at least 1 s; 30 s default).
-func (s *syncJob) podGracePeriod(p *corev1.Pod) int64 {
-	if p.Spec.NodeName == "" || terminal(p) {
-		return 0
-	}
-	if _, ok := s.jc.c.Store.Get("nodes", "", p.Spec.NodeName); !ok {
-		return 0
-	}
-	if g := p.Spec.TerminationGracePeriodSeconds; g != nil {
-		return max(*g, 1)
-	}
-	return corev1.DefaultTerminationGracePeriodSeconds
 }
 
 func (s *syncJob) namespaceTerminating() bool {
@@ -643,7 +627,7 @@ func (s *syncJob) newPod(index int) *corev1.Pod {
 	p := &corev1.Pod{
 		TypeMeta: metav1.TypeMeta{Kind: "Pod", APIVersion: "v1"},
 		ObjectMeta: metav1.ObjectMeta{
-			Name:              generateName(base),
+			Name:              controller.GenerateName(base),
 			GenerateName:      base,
 			Namespace:         job.Namespace,
 			UID:               s.jc.c.NewUID(),
@@ -666,21 +650,6 @@ func hasEnv(env []corev1.EnvVar, name string) bool {
 		}
 	}
 	return false
-}
-
-// generateName appends five random characters to base, as the API server
-// does for metadata.generateName (base cut to leave room).
-func generateName(base string) string {
-	const alphabet = "bcdfghjklmnpqrstvwxz2456789"
-	const maxBase = 63 - 5
-	if len(base) > maxBase {
-		base = base[:maxBase]
-	}
-	b := []byte(base)
-	for range 5 {
-		b = append(b, alphabet[rand.IntN(len(alphabet))])
-	}
-	return string(b)
 }
 
 // badIndexPods splits the active pods of an Indexed Job into those to
@@ -839,7 +808,4 @@ func (s *syncJob) commit(ctx context.Context) error {
 
 func secondsDuration(n int64) time.Duration { return time.Duration(n) * time.Second }
 
-func rvOf(o metav1.Object) uint64 {
-	v, _ := strconv.ParseUint(o.GetResourceVersion(), 10, 64)
-	return v
-}
+func rvOf(o metav1.Object) uint64 { return controller.RV(o) }
