@@ -106,7 +106,7 @@ const (
 type Controller struct {
 	c     controller.Context
 	queue controller.Queue
-	exp   *expectations
+	exp   *controller.Expectations
 	// backoff spaces out the replacement of failed pods, per DaemonSet
 	// and node; it is safe for concurrent use.
 	backoff *flowcontrol.Backoff
@@ -123,7 +123,7 @@ func New(c controller.Context) *Controller {
 	return &Controller{
 		c:       c,
 		queue:   controller.NewQueue("daemonset", c.Clock),
-		exp:     newExpectations(),
+		exp:     controller.NewExpectations(GVK.Kind, ExpectationsTimeout),
 		backoff: backoff,
 		Workers: DefaultWorkers,
 	}
@@ -165,7 +165,7 @@ func (dc *Controller) onDaemonSet(ev state.Event) {
 // (before and after the change) or, for an orphan, every DaemonSet whose
 // selector matches it (it may be adopted).
 func (dc *Controller) onPod(ev state.Event) {
-	dc.exp.observe(ev)
+	dc.exp.Observe(ev)
 	for _, o := range []state.Object{ev.Prev, ev.Object} {
 		pod, ok := o.(*corev1.Pod)
 		if !ok {
@@ -264,7 +264,7 @@ func (dc *Controller) sync(ctx context.Context, key string) error {
 	ns, name := controller.SplitKey(key)
 	o, ok := dc.c.Store.Get(Resource, ns, name)
 	if !ok {
-		dc.exp.forget(key)
+		dc.exp.Forget(key)
 		return nil
 	}
 	ds := o.(*appsv1.DaemonSet)
@@ -285,7 +285,7 @@ func (dc *Controller) sync(ctx context.Context, key string) error {
 	s := &syncState{key: key, ds: ds, sel: sel, hash: computeHash(&ds.Spec.Template, ds.Status.CollisionCount), now: dc.c.Now()}
 	s.nodes, s.verdicts = dc.judgeNodes(ds)
 
-	if ok, wait := dc.exp.satisfied(key, dc.c.Store, s.now); !ok {
+	if ok, wait := dc.exp.Satisfied(key, dc.c.Store, s.now); !ok {
 		// Only the status, without observedGeneration: this generation
 		// has not been acted on yet.
 		dc.queue.AddAfter(key, wait)
@@ -461,3 +461,8 @@ func (dc *Controller) writeStatus(ctx context.Context, ds *appsv1.DaemonSet, sta
 // a worker would: for tests and tools that drive the controller step by
 // step.
 func (dc *Controller) Sync(ctx context.Context, key string) error { return dc.sync(ctx, key) }
+
+// ExpectationsTimeout is how long a pod write whose outcome is unknown
+// holds back its DaemonSet's creates and deletes when it is never seen
+// (Kubernetes' value); see controller.Expectations.
+const ExpectationsTimeout = 5 * time.Minute

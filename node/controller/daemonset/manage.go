@@ -282,7 +282,7 @@ func (dc *Controller) createPod(ctx context.Context, s *syncState, template *cor
 	err := controller.CreatePod(ctx, dc.c, pod)
 	if err != nil {
 		if controller.UnknownOutcome(err) {
-			dc.exp.expect(s.key, pod, true, dc.c.Now())
+			dc.exp.Expect(s.key, pod, true, dc.c.Now())
 		}
 		dc.c.Events.Eventf(s.ds, GVK.Kind, corev1.EventTypeWarning, reasonFailedCreate, "Error creating: %v", err)
 		return err
@@ -295,7 +295,7 @@ func (dc *Controller) deletePod(ctx context.Context, s *syncState, pod *corev1.P
 	err := controller.DeletePod(ctx, dc.c, pod)
 	if err != nil {
 		if controller.UnknownOutcome(err) {
-			dc.exp.expect(s.key, pod, false, dc.c.Now())
+			dc.exp.Expect(s.key, pod, false, dc.c.Now())
 		}
 		dc.c.Events.Eventf(s.ds, GVK.Kind, corev1.EventTypeWarning, reasonFailedDelete, "Error deleting: %v", err)
 		return err

@@ -59,7 +59,7 @@ const (
 type Controller struct {
 	c     controller.Context
 	queue controller.Queue
-	exp   *expectations
+	exp   *controller.Expectations
 	// Workers is how many keys are synced concurrently (DefaultWorkers);
 	// set it before Run.
 	Workers int
@@ -71,7 +71,7 @@ func New(c controller.Context) *Controller {
 	return &Controller{
 		c:       c,
 		queue:   controller.NewQueue("replicaset", c.Clock),
-		exp:     newExpectations(),
+		exp:     controller.NewExpectations(GVK.Kind, ExpectationsTimeout),
 		Workers: DefaultWorkers,
 	}
 }
@@ -97,7 +97,7 @@ func (rc *Controller) onReplicaSet(ev state.Event) {
 // (before and after the change) or, for an orphan, every ReplicaSet whose
 // selector matches it (it may be adopted).
 func (rc *Controller) onPod(ev state.Event) {
-	rc.exp.observe(ev)
+	rc.exp.Observe(ev)
 	for _, o := range []state.Object{ev.Prev, ev.Object} {
 		pod, ok := o.(*corev1.Pod)
 		if !ok {
@@ -150,7 +150,7 @@ func (rc *Controller) sync(ctx context.Context, key string) error {
 	ns, name := controller.SplitKey(key)
 	o, ok := rc.c.Store.Get(Resource, ns, name)
 	if !ok {
-		rc.exp.forget(key)
+		rc.exp.Forget(key)
 		return nil
 	}
 	rs := o.(*appsv1.ReplicaSet)
@@ -166,7 +166,7 @@ func (rc *Controller) sync(ctx context.Context, key string) error {
 	now := rc.c.Now()
 	diff := len(pods) - int(replicasOf(rs))
 	var manageErr error
-	satisfied, wait := rc.exp.satisfied(key, rc.c.Store, now)
+	satisfied, wait := rc.exp.Satisfied(key, rc.c.Store, now)
 	switch {
 	case !satisfied:
 		rc.queue.AddAfter(key, wait)
@@ -266,7 +266,7 @@ func (rc *Controller) createPod(ctx context.Context, key string, rs *appsv1.Repl
 	err := controller.CreatePod(ctx, rc.c, pod)
 	if err != nil {
 		if controller.UnknownOutcome(err) {
-			rc.exp.expect(key, pod, true, rc.c.Now())
+			rc.exp.Expect(key, pod, true, rc.c.Now())
 		}
 		rc.c.Events.Eventf(rs, GVK.Kind, corev1.EventTypeWarning, reasonFailedCreate, "Error creating: %v", err)
 		return err
@@ -279,7 +279,7 @@ func (rc *Controller) deletePod(ctx context.Context, key string, rs *appsv1.Repl
 	err := controller.DeletePod(ctx, rc.c, pod)
 	if err != nil {
 		if controller.UnknownOutcome(err) {
-			rc.exp.expect(key, pod, false, rc.c.Now())
+			rc.exp.Expect(key, pod, false, rc.c.Now())
 		}
 		rc.c.Events.Eventf(rs, GVK.Kind, corev1.EventTypeWarning, reasonFailedDelete, "Error deleting: %v", err)
 		return err
@@ -426,3 +426,8 @@ func (rc *Controller) writeStatus(ctx context.Context, rs *appsv1.ReplicaSet, st
 // as a worker would: for tests and tools that drive the controller step by
 // step.
 func (rc *Controller) Sync(ctx context.Context, key string) error { return rc.sync(ctx, key) }
+
+// ExpectationsTimeout is how long a pod write whose outcome is unknown
+// holds back its ReplicaSet's creates and deletes when it is never seen
+// (Kubernetes' value); see controller.Expectations.
+const ExpectationsTimeout = 5 * time.Minute

@@ -344,12 +344,12 @@ func TestExpectationsObservedByWatch(t *testing.T) {
 	h := newHarness(t)
 	h.createRS(h.newRS("web", 1))
 	pod := newPodForTest(h)
-	h.rc.exp.expect("default/web", pod, true, h.clock.Now())
-	if ok, _ := h.rc.exp.satisfied("default/web", h.store, h.clock.Now()); ok {
+	h.rc.exp.Expect("default/web", pod, true, h.clock.Now())
+	if ok, _ := h.rc.exp.Satisfied("default/web", h.store, h.clock.Now()); ok {
 		t.Fatal("expectation satisfied before the pod was seen")
 	}
 	h.rc.onPod(state.Event{Type: state.Added, Object: pod})
-	if ok, _ := h.rc.exp.satisfied("default/web", h.store, h.clock.Now()); !ok {
+	if ok, _ := h.rc.exp.Satisfied("default/web", h.store, h.clock.Now()); !ok {
 		t.Fatal("expectation not satisfied by the Added event")
 	}
 }
