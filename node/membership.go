@@ -211,6 +211,9 @@ func (m *membership) caughtUp(ctx context.Context, s consensus.Server) bool {
 	return st.LastIndex+256 >= own.CommitIndex
 }
 
+// annHollow marks a bench-only hollow Node (see reconcileNodes).
+const annHollow = "shoal.dev/hollow"
+
 // reconcileNodes keeps the Ready condition of every Node object in step with
 // gossip (written only when it changes), allocates pod CIDRs, and removes
 // the Node objects of members that left.
@@ -227,6 +230,13 @@ func (m *membership) reconcileNodes(ctx context.Context) error {
 	}
 	for _, o := range objs {
 		node := o.(*corev1.Node)
+		// shoal.dev/hollow: "true" marks a Node with no agent behind it,
+		// registered by the benchmark driver (e2e/bench, hollow nodes for
+		// scheduling throughput); it owns the Node's Ready condition.
+		// Bench-only: real nodes never carry it.
+		if node.Annotations[annHollow] == "true" {
+			continue
+		}
 		id := node.Annotations[annNodeID]
 		if id == "" {
 			continue

@@ -4,8 +4,10 @@
 // RSS and idle disk writes, and this machine's fdatasync latency measured in
 // the same run; then, on a fresh cluster, pod start, teardown, burst and
 // agent RSS with pods (pods.go; -pods=false skips them, -pods-only runs only
-// them). It needs root (network namespaces). All traffic stays inside the
-// namespaces the clusters create.
+// them); then issue 4's scheduling (hollow nodes), leader memory/snapshot
+// and node-kill benchmarks (sched.go; -sched=false skips them, -sched-only
+// and -nodekill-only run only them). It needs root (network namespaces).
+// All traffic stays inside the namespaces the clusters create.
 package main
 
 import (
@@ -42,7 +44,20 @@ func main() {
 	flag.BoolVar(&useHTTP2, "http2", true, "HTTP/2 like client-go (false: HTTP/1.1 keep-alive)")
 	pods := flag.Bool("pods", true, "also run the pod benchmarks (start, teardown, burst, agent RSS) on a fresh cluster")
 	podsOnly := flag.Bool("pods-only", false, "run only the pod benchmarks")
+	sched := flag.Bool("sched", true, "also run the scheduling (hollow nodes), leader memory/snapshot and node-kill benchmarks (sched.go)")
+	schedOnly := flag.Bool("sched-only", false, "run only the scheduling and leader memory/snapshot benchmarks")
+	killOnly := flag.Bool("nodekill-only", false, "run only the node-kill benchmarks")
+	flag.IntVar(&schedNodes, "sched-nodes", schedNodes, "hollow nodes for the scheduling benchmark")
+	flag.IntVar(&schedPods, "sched-pods", schedPods, "pods for the scheduling benchmark")
+	flag.IntVar(&nodeKillRounds, "nodekill-rounds", nodeKillRounds, "node kills to time per toleration setting")
 	flag.Parse()
+	if *schedOnly || *killOnly {
+		if err := runSchedOnly(*shoal, *schedOnly, *killOnly); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *podsOnly {
 		if err := runPodsOnly(*shoal); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
@@ -57,7 +72,7 @@ func main() {
 		}
 		return
 	}
-	if err := run(*shoal, *dur, *kills, *idle, *pods); err != nil {
+	if err := run(*shoal, *dur, *kills, *idle, *pods, *sched); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -108,7 +123,7 @@ func (t *table) print() error {
 	return tw.Flush()
 }
 
-func run(bin string, dur time.Duration, kills int, idle time.Duration, pods bool) error {
+func run(bin string, dur time.Duration, kills int, idle time.Duration, pods, sched bool) error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("needs root (network namespaces)")
 	}
@@ -228,6 +243,12 @@ func run(bin string, dur time.Duration, kills int, idle time.Duration, pods bool
 		if podErr = runPods(ctx, bin, &t); podErr != nil {
 			first, _, _ := strings.Cut(podErr.Error(), "\n")
 			add("pod benchmarks", "failed: "+first, "")
+		}
+	}
+	if sched {
+		_ = c.Down()
+		if err := runSchedBenches(ctx, bin, &t); err != nil && podErr == nil {
+			podErr = err
 		}
 	}
 	if err := t.print(); err != nil {
