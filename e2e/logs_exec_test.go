@@ -51,7 +51,9 @@ func TestKubectlLogsExec(t *testing.T) {
 	cs := clientsetFor(t, c, "n1") // the kubeconfig's node too: pods run on n2
 	ctx := context.Background()
 	talker := busyboxPod("talker", "n2", corev1.RestartPolicyAlways,
-		`for i in 1 2 3; do echo "line $i"; done; echo "to stderr" >&2; sleep 600`)
+		// stdout and stderr are separate pipes with no order between them:
+		// the pause makes "to stderr" the last line for --tail=1.
+		`for i in 1 2 3; do echo "line $i"; done; sleep 0.3; echo "to stderr" >&2; sleep 600`)
 	talker.Spec.TerminationGracePeriodSeconds = ptr(int64(1))
 	crasher := busyboxPod("crasher", "n2", corev1.RestartPolicyAlways, `echo "attempt at $(cat /proc/uptime)"; exit 1`)
 	for _, p := range []*corev1.Pod{talker, crasher, echoPod("web", "n2")} {

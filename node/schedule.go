@@ -35,6 +35,7 @@ func (n *Node) runScheduler(ctx context.Context, rec *events.Recorder) {
 	go controller.Watch(ctx, n.store, "nodes", poke)
 	retry := time.NewTicker(10 * time.Second) // unschedulable pods, in case no event says so
 	defer retry.Stop()
+	var lastRound time.Duration
 	for {
 		select {
 		case <-ctx.Done():
@@ -42,15 +43,20 @@ func (n *Node) runScheduler(ctx context.Context, rec *events.Recorder) {
 		case <-kick:
 		case <-retry.C:
 		}
-		// Let a burst of creations gather into one round.
+		// Let a burst of creations gather into one round: at least 5 ms,
+		// and as long as the last round took (a round lists every pod and
+		// rebuilds the snapshot, so with many pods stored back-to-back
+		// rounds would starve the API of the leader's CPU).
 		select {
 		case <-ctx.Done():
 			return
-		case <-time.After(5 * time.Millisecond):
+		case <-time.After(max(5*time.Millisecond, min(lastRound, time.Second))):
 		}
+		start := time.Now()
 		if err := n.scheduleRound(ctx, rec); err != nil && ctx.Err() == nil {
 			n.log.Warn("scheduling", "err", err)
 		}
+		lastRound = time.Since(start)
 	}
 }
 
