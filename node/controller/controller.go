@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
@@ -147,4 +149,29 @@ func Run(ctx context.Context, q Queue, workers int, log *slog.Logger, syncKey fu
 	<-ctx.Done()
 	q.ShutDown()
 	wg.Wait()
+}
+
+// EnqueueOwners routes a watch event on a dependent (a pod) to the owners
+// it matters to: the controller of kind gvk that owns it, before and after
+// the change, and — for a live orphan — the owners adopt returns (those
+// whose selector matches it and that may adopt it). add receives owner
+// keys.
+func EnqueueOwners(ev state.Event, gvk schema.GroupVersionKind, add func(key string), adopt func(obj metav1.Object) []string) {
+	for _, o := range []state.Object{ev.Prev, ev.Object} {
+		if o == nil {
+			continue
+		}
+		if ref := metav1.GetControllerOfNoCopy(o); ref != nil {
+			if ref.Kind == gvk.Kind && ref.APIVersion == gvk.GroupVersion().String() {
+				add(Key(o.GetNamespace(), ref.Name))
+			}
+			continue
+		}
+		if ev.Type == state.Deleted || o.GetDeletionTimestamp() != nil || adopt == nil {
+			continue
+		}
+		for _, k := range adopt(o) {
+			add(k)
+		}
+	}
 }

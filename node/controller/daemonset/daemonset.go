@@ -166,27 +166,17 @@ func (dc *Controller) onDaemonSet(ev state.Event) {
 // selector matches it (it may be adopted).
 func (dc *Controller) onPod(ev state.Event) {
 	dc.exp.Observe(ev)
-	for _, o := range []state.Object{ev.Prev, ev.Object} {
-		pod, ok := o.(*corev1.Pod)
-		if !ok {
-			continue
-		}
-		if ref := controller.ControllerOf(pod); ref != nil {
-			if ref.Kind == GVK.Kind && ref.APIVersion == GVK.GroupVersion().String() {
-				dc.queue.Add(controller.Key(pod.Namespace, ref.Name))
-			}
-			continue
-		}
-		if ev.Type == state.Deleted || pod.DeletionTimestamp != nil {
-			continue
-		}
+	controller.EnqueueOwners(ev, GVK, dc.queue.Add, func(o metav1.Object) []string {
+		pod := o.(*corev1.Pod)
+		var keys []string
 		objs, _ := dc.c.Store.List(Resource, pod.Namespace)
 		for _, o := range objs {
 			if sel, err := selectorOf(o.(*appsv1.DaemonSet)); err == nil && sel.Matches(labels.Set(pod.Labels)) {
-				dc.queue.Add(controller.Key(o.GetNamespace(), o.GetName()))
+				keys = append(keys, controller.Key(o.GetNamespace(), o.GetName()))
 			}
 		}
-	}
+		return keys
+	})
 }
 
 // onNode enqueues every DaemonSet when a node comes or goes, or changes in

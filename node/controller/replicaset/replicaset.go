@@ -98,24 +98,13 @@ func (rc *Controller) onReplicaSet(ev state.Event) {
 // selector matches it (it may be adopted).
 func (rc *Controller) onPod(ev state.Event) {
 	rc.exp.Observe(ev)
-	for _, o := range []state.Object{ev.Prev, ev.Object} {
-		pod, ok := o.(*corev1.Pod)
-		if !ok {
-			continue
+	controller.EnqueueOwners(ev, GVK, rc.queue.Add, func(o metav1.Object) []string {
+		var keys []string
+		for _, rs := range rc.matchingReplicaSets(o.(*corev1.Pod)) {
+			keys = append(keys, controller.Key(rs.Namespace, rs.Name))
 		}
-		if ref := controller.ControllerOf(pod); ref != nil {
-			if ref.Kind == GVK.Kind && ref.APIVersion == GVK.GroupVersion().String() {
-				rc.queue.Add(controller.Key(pod.Namespace, ref.Name))
-			}
-			continue
-		}
-		if ev.Type == state.Deleted || pod.DeletionTimestamp != nil {
-			continue
-		}
-		for _, rs := range rc.matchingReplicaSets(pod) {
-			rc.queue.Add(controller.Key(rs.Namespace, rs.Name))
-		}
-	}
+		return keys
+	})
 }
 
 func (rc *Controller) matchingReplicaSets(pod *corev1.Pod) []*appsv1.ReplicaSet {

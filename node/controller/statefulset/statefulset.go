@@ -138,26 +138,16 @@ func (sc *Controller) onStatefulSet(ev state.Event) {
 // (before and after the change) or, for an orphan, the StatefulSets that
 // could adopt it.
 func (sc *Controller) onPod(ev state.Event) {
-	for _, o := range []state.Object{ev.Prev, ev.Object} {
-		pod, ok := o.(*corev1.Pod)
-		if !ok {
-			continue
-		}
-		if ref := controller.ControllerOf(pod); ref != nil {
-			if isRef(ref, GVK) {
-				sc.queue.Add(controller.Key(pod.Namespace, ref.Name))
-			}
-			continue
-		}
-		if ev.Type == state.Deleted || pod.DeletionTimestamp != nil {
-			continue
-		}
+	controller.EnqueueOwners(ev, GVK, sc.queue.Add, func(o metav1.Object) []string {
+		pod := o.(*corev1.Pod)
+		var keys []string
 		for _, set := range sc.matchingSets(pod.Namespace, pod.Labels) {
 			if isMemberOf(set, pod) {
-				sc.queue.Add(controller.Key(set.Namespace, set.Name))
+				keys = append(keys, controller.Key(set.Namespace, set.Name))
 			}
 		}
-	}
+		return keys
+	})
 }
 
 // onClaim enqueues the StatefulSets a claim change matters to: a pod
