@@ -62,6 +62,9 @@ func TestMain(m *testing.M) {
 	if buildDir != "" {
 		os.RemoveAll(buildDir)
 	}
+	if archivesDir != "" {
+		os.RemoveAll(archivesDir) // the test image archives (pods_test.go)
+	}
 	os.Remove(baseDir) // empty once every cluster is down
 	os.Exit(code)
 }
