@@ -40,7 +40,6 @@ import (
 	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
@@ -602,64 +601,10 @@ func (w *podWatch) named(prefix string) []*podTimes {
 	return out
 }
 
-// run lists, then watches from the list's resource version, re-watching
-// when the stream ends and relisting when the version is too old. ready is
-// closed after the first list.
+// run follows the pods of w's namespace (see watchPods); ready is closed
+// after the first list.
 func (w *podWatch) run(ctx context.Context, ready chan struct{}) {
-	pods := w.cs.CoreV1().Pods(w.ns)
-	rv := ""
-	for ctx.Err() == nil {
-		if rv == "" {
-			listed := time.Now()
-			l, err := pods.List(ctx, metav1.ListOptions{})
-			if err != nil {
-				time.Sleep(200 * time.Millisecond)
-				continue
-			}
-			now := time.Now()
-			present := map[string]bool{}
-			for i := range l.Items {
-				present[l.Items[i].Name] = true
-				w.observe(watch.Modified, &l.Items[i], now)
-			}
-			w.sweep(present, listed, now)
-			rv = l.ResourceVersion
-			if ready != nil {
-				close(ready)
-				ready = nil
-			}
-		}
-		wi, err := pods.Watch(ctx, metav1.ListOptions{ResourceVersion: rv, AllowWatchBookmarks: true})
-		if err != nil {
-			if apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
-				rv = ""
-			}
-			time.Sleep(100 * time.Millisecond)
-			continue
-		}
-		for ev := range wi.ResultChan() {
-			now := time.Now()
-			switch ev.Type {
-			case watch.Error:
-				if st := apierrors.FromObject(ev.Object); apierrors.IsResourceExpired(st) || apierrors.IsGone(st) {
-					rv = ""
-				}
-			case watch.Bookmark:
-				if a, err := meta.Accessor(ev.Object); err == nil {
-					rv = a.GetResourceVersion()
-				}
-			default:
-				if p, ok := ev.Object.(*corev1.Pod); ok {
-					rv = p.ResourceVersion
-					w.observe(ev.Type, p, now)
-				}
-			}
-			if rv == "" {
-				break
-			}
-		}
-		wi.Stop()
-	}
+	watchPods(ctx, w.cs.CoreV1().Pods(w.ns), "", ready, w.observe, w.sweep)
 }
 
 func (w *podWatch) observe(typ watch.EventType, p *corev1.Pod, now time.Time) {

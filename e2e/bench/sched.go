@@ -288,7 +288,7 @@ func runSched(ctx context.Context, bin string, t *table) (err error) {
 				close(allBound)
 			}
 		}
-	})
+	}, nil)
 	select {
 	case <-wready:
 	case <-time.After(30 * time.Second):
@@ -446,23 +446,33 @@ func waitSnapshot(ctx context.Context, dataDir string, since time.Time, timeout 
 	return 0, 0, 0, fmt.Errorf("no snapshot within %s", timeout)
 }
 
-// watchPods lists then watches pods matching selector, calling f for each
-// object seen; ready is closed after the first list.
+// watchPods lists, then watches pods matching selector from the list's
+// resource version, re-watching when the stream ends and relisting when the
+// version is too old, calling f for each object seen. After each list,
+// relisted (if set) gets the names listed, when the list was asked for and
+// when it came. ready is closed after the first list.
 func watchPods(ctx context.Context, pods interface {
 	List(context.Context, metav1.ListOptions) (*corev1.PodList, error)
 	Watch(context.Context, metav1.ListOptions) (watch.Interface, error)
-}, selector string, ready chan struct{}, f func(watch.EventType, *corev1.Pod, time.Time)) {
+}, selector string, ready chan struct{}, f func(watch.EventType, *corev1.Pod, time.Time),
+	relisted func(present map[string]bool, listed, now time.Time)) {
 	rv := ""
 	for ctx.Err() == nil {
 		if rv == "" {
+			listed := time.Now()
 			l, err := pods.List(ctx, metav1.ListOptions{LabelSelector: selector})
 			if err != nil {
 				time.Sleep(200 * time.Millisecond)
 				continue
 			}
 			now := time.Now()
+			present := map[string]bool{}
 			for i := range l.Items {
+				present[l.Items[i].Name] = true
 				f(watch.Modified, &l.Items[i], now)
+			}
+			if relisted != nil {
+				relisted(present, listed, now)
 			}
 			rv = l.ResourceVersion
 			if ready != nil {
@@ -658,7 +668,7 @@ func runNodeKill(ctx context.Context, bin string, tol int, t *table) (err error)
 	wctx, wcancel := context.WithCancel(ctx)
 	defer wcancel()
 	wready := make(chan struct{})
-	go watchPods(wctx, wcs.CoreV1().Pods(schedNS), "app="+killApp, wready, k.observe)
+	go watchPods(wctx, wcs.CoreV1().Pods(schedNS), "app="+killApp, wready, k.observe, nil)
 	select {
 	case <-wready:
 	case <-time.After(30 * time.Second):
