@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 
 	"github.com/hashicorp/raft"
 )
@@ -118,6 +119,9 @@ func (t *txn) rollback() {
 func (t *txn) setObj(res, key string, o Object) {
 	m := t.s.objs[res]
 	prev, had := m[key]
+	if k, ok := KindFor(res); ok && k.Unique != nil {
+		t.setUnique(k, uniqueOwner(res, key), prev, o)
+	}
 	if o == nil {
 		delete(m, key)
 	} else {
@@ -130,6 +134,38 @@ func (t *txn) setObj(res, key string, o Object) {
 			delete(m, key)
 		}
 	})
+}
+
+// setUnique moves the unique keys of owner from prev's to next's (either may
+// be nil), with undo.
+func (t *txn) setUnique(k *Kind, owner string, prev, next Object) {
+	idx := t.s.unique
+	var old, cur []string
+	if prev != nil {
+		old = k.Unique(prev)
+	}
+	if next != nil {
+		cur = k.Unique(next)
+	}
+	for _, key := range old {
+		if idx[key] == owner && !contains(cur, key) {
+			delete(idx, key)
+			t.undo = append(t.undo, func() { idx[key] = owner })
+		}
+	}
+	for _, key := range cur {
+		if h, ok := idx[key]; !ok || h != owner {
+			had, hadOK := idx[key]
+			idx[key] = owner
+			t.undo = append(t.undo, func() {
+				if hadOK {
+					idx[key] = had
+				} else {
+					delete(idx, key)
+				}
+			})
+		}
+	}
 }
 
 func (t *txn) setKV(key string, v []byte, del bool) {
@@ -182,6 +218,12 @@ func (t *txn) apply(op *decodedOp, obj Object) Result {
 				return Result{Code: CodeConflict, Message: fmt.Sprintf("UID mismatch: stored %s, given %s", prev.GetUID(), uid)}
 			}
 			evType = Modified
+		}
+		if k, _ := KindFor(op.Resource); k != nil {
+			if u, holder := s.checkUnique(k, uniqueOwner(op.Resource, key), obj); u != "" {
+				field, value, _ := strings.Cut(u, "=")
+				return Result{Code: CodeTaken, Message: fmt.Sprintf("%s: %s is already allocated (to %s)", field, value, holder)}
+			}
 		}
 		s.rev++
 		obj.SetResourceVersion(strconv.FormatUint(s.rev, 10))
@@ -405,6 +447,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	s.rev = rev
 	s.resetLocked()
 	s.objs, s.kv = objs, kv
+	s.rebuildUniqueLocked()
 	if applied > s.applied {
 		s.markAppliedLocked(applied)
 	} else {

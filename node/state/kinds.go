@@ -6,6 +6,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -37,6 +38,9 @@ type Kind struct {
 	Sealed               bool // encrypted before it enters the raft log or a snapshot
 	New                  func() Object
 	NewList              func() runtime.Object
+	// Unique lists the unique keys an object holds (see unique.go); nil
+	// for kinds without any.
+	Unique func(Object) []string
 }
 
 // Key is the name the store and the log use for a resource: "pods",
@@ -97,10 +101,14 @@ var Kinds = func() []*Kind {
 		kind[appsv1.StatefulSet, *appsv1.StatefulSet, appsv1.StatefulSetList, *appsv1.StatefulSetList]("apps", "v1", "StatefulSet", "statefulsets", true, true, []string{"sts"}, all),
 		kind[batchv1.Job, *batchv1.Job, batchv1.JobList, *batchv1.JobList]("batch", "v1", "Job", "jobs", true, true, nil, all),
 		kind[batchv1.CronJob, *batchv1.CronJob, batchv1.CronJobList, *batchv1.CronJobList]("batch", "v1", "CronJob", "cronjobs", true, true, []string{"cj"}, all),
+		kind[discoveryv1.EndpointSlice, *discoveryv1.EndpointSlice, discoveryv1.EndpointSliceList, *discoveryv1.EndpointSliceList]("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", true, false, nil, nil),
 	}
 	for _, k := range ks {
-		if k.Resource == "secrets" {
+		switch k.Resource {
+		case "secrets":
 			k.Sealed = true
+		case "services":
+			k.Unique = serviceUniqueKeys
 		}
 	}
 	return ks

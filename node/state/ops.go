@@ -92,6 +92,7 @@ const (
 	CodeTokenExpired
 	CodeTokenRevoked
 	CodeTokenUsedUp
+	CodeTaken // a unique key (cluster IP, node port) is held by another object
 )
 
 func (c Code) String() string {
@@ -116,6 +117,8 @@ func (c Code) String() string {
 		return "TokenRevoked"
 	case CodeTokenUsedUp:
 		return "TokenUsedUp"
+	case CodeTaken:
+		return "Taken"
 	}
 	return fmt.Sprintf("Code(%d)", uint8(c))
 }

@@ -36,8 +36,9 @@ type Store struct {
 	// guarded by mu:
 	objs     map[string]map[string]Object // resource key → "ns/name" → object
 	kv       map[string][]byte
-	rev      uint64 // last assigned resourceVersion
-	applied  uint64 // last applied raft index
+	unique   map[string]string // unique key → holder (unique.go)
+	rev      uint64            // last assigned resourceVersion
+	applied  uint64            // last applied raft index
 	history  []Event
 	histHead int    // index of the oldest event in history (ring)
 	histLen  int    // number of events in history
@@ -65,6 +66,7 @@ func (s *Store) resetLocked() {
 		s.objs[k.Key()] = map[string]Object{}
 	}
 	s.kv = map[string][]byte{}
+	s.unique = map[string]string{}
 	s.history = make([]Event, s.histCap)
 	s.histHead, s.histLen = 0, 0
 	s.histFrom = s.rev
