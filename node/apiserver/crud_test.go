@@ -68,7 +68,7 @@ func TestDiscovery(t *testing.T) {
 	for _, g := range groups.Groups {
 		names = append(names, g.PreferredVersion.GroupVersion)
 	}
-	if !slices.Equal(names, []string{"apps/v1", "batch/v1"}) {
+	if !slices.Equal(names, []string{"apps/v1", "batch/v1", "discovery.k8s.io/v1"}) {
 		t.Fatalf("/apis groups = %v", names)
 	}
 	find := func(path, name string) metav1.APIResource {

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/shoal-dev/shoal/node/state"
 )
@@ -30,6 +32,10 @@ func toStatusError(err error, gr schema.GroupResource, name string) *apierrors.S
 			return apierrors.NewAlreadyExists(gr, name)
 		case state.CodeConflict:
 			return apierrors.NewConflict(gr, name, errors.New(re.Message))
+		case state.CodeTaken:
+			f, _, _ := strings.Cut(re.Message, ":")
+			return apierrors.NewInvalid(schema.GroupKind{Group: gr.Group, Kind: kindName(gr)}, name, field.ErrorList{
+				field.Invalid(field.NewPath(f), "", strings.TrimSpace(strings.TrimPrefix(re.Message, f+":")))})
 		case state.CodeInvalid:
 			return &apierrors.StatusError{ErrStatus: metav1.Status{
 				Status: metav1.StatusFailure, Code: http.StatusUnprocessableEntity, Reason: metav1.StatusReasonInvalid,
@@ -96,4 +102,15 @@ func unsupportedMediaType(msg string) error {
 		Status: metav1.StatusFailure, Code: http.StatusUnsupportedMediaType,
 		Reason: metav1.StatusReasonUnsupportedMediaType, Message: msg,
 	}}
+}
+
+// kindName is the Kind served as gr ("Service" for services), for Invalid
+// statuses built from store results.
+func kindName(gr schema.GroupResource) string {
+	for _, k := range state.Kinds {
+		if k.Resource == gr.Resource && k.Group == gr.Group {
+			return k.Kind
+		}
+	}
+	return gr.Resource
 }

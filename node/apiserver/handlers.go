@@ -14,6 +14,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilrand "k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"github.com/shoal-dev/shoal/node/defaults"
 	"github.com/shoal-dev/shoal/node/state"
@@ -186,6 +187,11 @@ func (s *Server) create(rq *request) {
 	}
 	s.prepareCreate(rq.res, obj)
 	generated := obj.GetName() == "" && obj.GetGenerateName() != ""
+	svc, _ := obj.(*corev1.Service)
+	var svcSpec *corev1.ServiceSpec // as requested, before allocation
+	if svc != nil {
+		svcSpec = svc.Spec.DeepCopy()
+	}
 	for attempt := 0; ; attempt++ {
 		if generated {
 			obj.SetName(obj.GetGenerateName() + utilrand.String(5))
@@ -193,6 +199,16 @@ func (s *Server) create(rq *request) {
 		}
 		defaults.Apply(obj)
 		defaults.ApplyCreate(obj)
+		var got allocated
+		if svc != nil {
+			svc.Spec = *svcSpec.DeepCopy()
+			defaults.Apply(svc)
+			var errs field.ErrorList
+			if got, errs = s.svcAlloc.allocate(svc, nil); len(errs) > 0 {
+				rq.fail(apierrors.NewInvalid(rq.res.GVK().GroupKind(), obj.GetName(), errs))
+				return
+			}
+		}
 		if errs := validateObject(rq.res, obj, nil); len(errs) > 0 {
 			rq.fail(apierrors.NewInvalid(rq.res.GVK().GroupKind(), obj.GetName(), errs))
 			return
@@ -205,6 +221,9 @@ func (s *Server) create(rq *request) {
 		if err != nil {
 			if generated && attempt < 8 && state.IsCode(err, state.CodeAlreadyExists) {
 				continue
+			}
+			if (got.ip || got.ports) && attempt < 8 && state.IsCode(err, state.CodeTaken) {
+				continue // another writer took what we picked: pick again
 			}
 			rq.fail(err)
 			return
@@ -350,6 +369,11 @@ func (s *Server) prepareUpdate(r *resource, cur, obj state.Object) (state.Object
 		r.copyStatus(obj, cur)
 	}
 	defaults.Apply(obj)
+	if svc, ok := obj.(*corev1.Service); ok {
+		if _, errs := s.svcAlloc.allocate(svc, cur.(*corev1.Service)); len(errs) > 0 {
+			return nil, apierrors.NewInvalid(r.GVK().GroupKind(), obj.GetName(), errs)
+		}
+	}
 	if r.hasSpec && !r.specEqual(cur, obj) {
 		obj.SetGeneration(cur.GetGeneration() + 1)
 	}

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -60,6 +61,11 @@ type Config struct {
 	// PodStreams serves pods/log, exec, attach and portforward; nil
 	// answers them with 503.
 	PodStreams PodStreamFunc
+	// ServiceCIDR is where cluster IPs come from (default 10.43.0.0/16);
+	// DNSIP is the cluster DNS address, never given to a Service (default
+	// 10.43.0.10).
+	ServiceCIDR netip.Prefix
+	DNSIP       netip.Addr
 }
 
 // DefaultVersion is the version Shoal reports when Config.Version is empty:
@@ -105,6 +111,7 @@ type Server struct {
 
 	consistentRead func(ctx context.Context) error
 	podStreams     PodStreamFunc
+	svcAlloc       *serviceAlloc
 
 	// ctx bounds background work (namespace finalization); Close cancels it.
 	ctx    context.Context
@@ -138,6 +145,13 @@ func New(cfg Config) (*Server, error) {
 	if s.version.GitVersion == "" {
 		s.version = DefaultVersion()
 	}
+	if !cfg.ServiceCIDR.IsValid() {
+		cfg.ServiceCIDR = DefaultServiceCIDR
+	}
+	if !cfg.DNSIP.IsValid() {
+		cfg.DNSIP = DefaultDNSIP
+	}
+	s.svcAlloc = newServiceAlloc(cfg.Store, cfg.ServiceCIDR, cfg.DNSIP)
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, err
