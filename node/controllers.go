@@ -5,15 +5,19 @@ import (
 	"path/filepath"
 	"sync"
 
+	"github.com/shoal-dev/shoal/node/apiserver"
 	"github.com/shoal-dev/shoal/node/controller"
+	"github.com/shoal-dev/shoal/node/controller/apiservice"
 	"github.com/shoal-dev/shoal/node/controller/cronjob"
 	"github.com/shoal-dev/shoal/node/controller/daemonset"
 	"github.com/shoal-dev/shoal/node/controller/deployment"
+	"github.com/shoal-dev/shoal/node/controller/endpoints"
 	"github.com/shoal-dev/shoal/node/controller/gc"
 	"github.com/shoal-dev/shoal/node/controller/job"
 	"github.com/shoal-dev/shoal/node/controller/localpv"
 	"github.com/shoal-dev/shoal/node/controller/nodelifecycle"
 	"github.com/shoal-dev/shoal/node/controller/replicaset"
+	"github.com/shoal-dev/shoal/node/controller/servicelb"
 	"github.com/shoal-dev/shoal/node/controller/statefulset"
 	"github.com/shoal-dev/shoal/node/events"
 )
@@ -51,6 +55,14 @@ func (n *Node) runControllers(ctx context.Context) {
 		job.New(cc).Run,
 		cronjob.New(cc).Run,
 		gc.New(cc).Run,
+		endpoints.New(cc).Run,
+		servicelb.New(cc).Run,
+		// The kubernetes service: the API port of this node's configuration
+		// (nodes are expected to share it) behind the first service address.
+		apiservice.New(cc, apiservice.Config{
+			APIPort:   int32(n.cfg.APIPort),
+			ClusterIP: apiservice.FirstIP(apiserver.DefaultServiceCIDR),
+		}).Run,
 	}
 	var wg sync.WaitGroup
 	for _, run := range runs {
