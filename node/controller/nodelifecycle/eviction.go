@@ -96,6 +96,15 @@ func (lc *Controller) syncPod(ctx context.Context, namespace, name string) error
 		return nil
 	}
 	node := no.(*corev1.Node)
+	if !isReady(node) {
+		// As Kubernetes' node lifecycle controller does: the pods of a node
+		// that is not Ready are not Ready either, so Services stop sending
+		// them traffic at once rather than at their eviction. The node's
+		// agent sets Ready again when it is back.
+		if err := lc.markNotReady(ctx, pod); err != nil {
+			return err
+		}
+	}
 	var taints []corev1.Taint
 	guarded := false
 	for _, t := range node.Spec.Taints {
@@ -235,4 +244,35 @@ func (lc *Controller) syncGoneNode(ctx context.Context, name string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// markNotReady sets the pod's Ready condition to False (reason
+// NodeNotReady) unless it already is.
+func (lc *Controller) markNotReady(ctx context.Context, pod *corev1.Pod) error {
+	ready := func(p *corev1.Pod) *corev1.PodCondition {
+		for i := range p.Status.Conditions {
+			if p.Status.Conditions[i].Type == corev1.PodReady {
+				return &p.Status.Conditions[i]
+			}
+		}
+		return nil
+	}
+	if c := ready(pod); c == nil || c.Status == corev1.ConditionFalse {
+		return nil
+	}
+	uid := pod.UID
+	now := lc.c.MetaNow()
+	_, err := controller.Modify(ctx, lc.c, controller.ResourcePods, pod.Namespace, pod.Name, func(obj state.Object) error {
+		p := obj.(*corev1.Pod)
+		c := ready(p)
+		if p.UID != uid || c == nil || c.Status == corev1.ConditionFalse {
+			return controller.ErrUnchanged
+		}
+		c.Status, c.Reason, c.Message, c.LastTransitionTime = corev1.ConditionFalse, "NodeNotReady", "the pod's node is not ready", now
+		return nil
+	})
+	if err != nil && !state.IsCode(err, state.CodeNotFound) {
+		return fmt.Errorf("marking pod %s/%s not ready: %w", pod.Namespace, pod.Name, err)
+	}
+	return nil
 }

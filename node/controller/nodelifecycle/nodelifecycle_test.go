@@ -455,3 +455,33 @@ func TestRun(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestPodsOfUnreadyNodeNotReady: a node that stops being Ready takes its
+// pods' Ready condition with it at once (long before any eviction), so
+// Services stop sending them traffic.
+func TestPodsOfUnreadyNodeNotReady(t *testing.T) {
+	h := newHarness(t, "n1", "n2")
+	pod := newPod("web", "n1")
+	pod.Spec.Tolerations = []corev1.Toleration{{Key: corev1.TaintNodeUnreachable, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoExecute}}
+	pod.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
+	h.createPod(pod)
+	h.syncPod("web")
+	if p, _ := h.pod("web"); p.Status.Conditions[0].Status != corev1.ConditionTrue {
+		t.Fatal("pod of a Ready node marked not ready")
+	}
+	h.setReady("n1", corev1.ConditionUnknown)
+	h.syncNode("n1")
+	h.syncPod("web")
+	p, ok := h.pod("web")
+	if !ok {
+		t.Fatal("tolerating pod evicted")
+	}
+	if c := p.Status.Conditions[0]; c.Status != corev1.ConditionFalse || c.Reason != "NodeNotReady" {
+		t.Fatalf("pod of an unreachable node: Ready %+v", c)
+	}
+	rv := p.ResourceVersion
+	h.syncPod("web")
+	if p, _ := h.pod("web"); p.ResourceVersion != rv {
+		t.Fatal("a second sync rewrote the pod")
+	}
+}
