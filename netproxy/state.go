@@ -1,0 +1,568 @@
+package netproxy
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+)
+
+// state is the rendered dataplane, kept per service port so that a Set
+// re-renders only the ports whose input changed and computes the
+// incremental change as it goes: at 10,000 services, rendering and diffing
+// everything on every Set would cost tens of milliseconds.
+type state struct {
+	gen     uint64
+	cidr    netip.Prefix
+	nodeIPs map[netip.Addr]struct{}
+	ports   map[portIdent]*portEntry
+	byHash  map[string]*portEntry
+
+	// Claims on shared keys, resolved to the map elements below: the
+	// lowest port ID with endpoints wins; if no claimant has endpoints, the
+	// key rejects.
+	ipClaims map[ipPortKey][]claim
+	npClaims map[protoPortKey][]claim
+	hairpin  map[netip.Addr]int // endpoint IP → local endpoints using it
+
+	serviceIPs map[ipPortKey]string
+	noEPIPs    map[ipPortKey]struct{}
+	nodePorts  map[protoPortKey]string
+	noEPPorts  map[protoPortKey]struct{}
+
+	// last[i] are the entries of Config.Services[i] at the last update, so
+	// an unchanged service is recognised by position, without hashing.
+	last, spare [][]*portEntry
+}
+
+// claim is a port's wish for a shared key: target chain, "" = reject.
+type claim struct {
+	id     string
+	target string
+}
+
+// portEntry is one service port: its input (copied) and its rendering.
+type portEntry struct {
+	gen  uint64
+	svc  Service // without Ports
+	port Port
+	out  *portOut
+}
+
+func newState() *state {
+	return &state{
+		nodeIPs:    map[netip.Addr]struct{}{},
+		ports:      map[portIdent]*portEntry{},
+		byHash:     map[string]*portEntry{},
+		ipClaims:   map[ipPortKey][]claim{},
+		npClaims:   map[protoPortKey][]claim{},
+		hairpin:    map[netip.Addr]int{},
+		serviceIPs: map[ipPortKey]string{},
+		noEPIPs:    map[ipPortKey]struct{}{},
+		nodePorts:  map[protoPortKey]string{},
+		noEPPorts:  map[protoPortKey]struct{}{},
+	}
+}
+
+// change is what an incremental transaction does to go from the previous
+// state to the new one. Every list is sorted, so transactions are
+// deterministic.
+type change struct {
+	CIDR                         bool // the cluster CIDR changed (the skeleton depends on it)
+	DelServiceIPs, AddServiceIPs []ipPortKey
+	DelNodePorts, AddNodePorts   []protoPortKey
+	DelNoEPIPs, AddNoEPIPs       []ipPortKey
+	DelNoEPPorts, AddNoEPPorts   []protoPortKey
+	DelNodeIPs, AddNodeIPs       []netip.Addr
+	DelHairpin, AddHairpin       []netip.Addr
+	DelSets, AddSets             []string // affinity sets (a changed timeout is both)
+	FlushChains                  []string // chains whose rules changed: flushed and refilled
+	DelChains, AddChains         []string
+	UDP                          *udpFlush // conntrack entries to delete once applied
+}
+
+func (c *change) empty() bool {
+	return !c.CIDR && len(c.DelServiceIPs)+len(c.AddServiceIPs)+len(c.DelNodePorts)+len(c.AddNodePorts)+
+		len(c.DelNoEPIPs)+len(c.AddNoEPIPs)+len(c.DelNoEPPorts)+len(c.AddNoEPPorts)+
+		len(c.DelNodeIPs)+len(c.AddNodeIPs)+len(c.DelHairpin)+len(c.AddHairpin)+
+		len(c.DelSets)+len(c.AddSets)+len(c.FlushChains)+len(c.DelChains)+len(c.AddChains) == 0
+}
+
+// unchanged reports whether svc is exactly what produced entries (one per
+// port, all programmed), so none of its ports needs a look.
+func (s *state) unchanged(entries []*portEntry, svc *Service) bool {
+	if len(entries) != len(svc.Ports) {
+		return false
+	}
+	for j, e := range entries {
+		if e == nil || e.gen == s.gen || e.out.WantsProxy || !samePort(&e.port, &svc.Ports[j]) {
+			return false
+		}
+	}
+	return len(entries) == 0 || sameService(&entries[0].svc, svc)
+}
+
+func sameService(a, b *Service) bool {
+	return a.Namespace == b.Namespace && a.Name == b.Name && a.Strategy == b.Strategy &&
+		a.AffinityTimeout == b.AffinityTimeout && a.ExternalLocal == b.ExternalLocal &&
+		slices.Equal(a.ClusterIPs, b.ClusterIPs) && slices.Equal(a.ExternalIPs, b.ExternalIPs)
+}
+
+func samePort(a, b *Port) bool {
+	return a.Name == b.Name && a.Protocol == b.Protocol && a.Port == b.Port && a.NodePort == b.NodePort &&
+		slices.Equal(a.Endpoints, b.Endpoints)
+}
+
+// update brings the state to cfg and returns the change and what was
+// skipped (one message per thing, for the caller to log once).
+func (s *state) update(cfg Config, redirect redirectFunc) (*change, []string) {
+	s.gen++
+	var skipped []string
+	skip := func(format string, args ...any) { skipped = append(skipped, fmt.Sprintf(format, args...)) }
+	u := &updater{s: s, c: &change{UDP: newUDPFlush()}, chains: map[string]chainOp{}, sets: map[string]setOp{},
+		ips: map[ipPortKey]bool{}, nps: map[protoPortKey]bool{}, hair: map[netip.Addr]bool{}, skip: skip}
+
+	cidr, msg := normalizeCIDR(cfg.ClusterCIDR)
+	if msg != "" {
+		skip("%s", msg)
+	}
+	rerender := cidr != s.cidr
+	if rerender {
+		u.c.CIDR = true
+		s.cidr = cidr
+	}
+	nodeIPs := make(map[netip.Addr]struct{}, len(cfg.NodeIPs))
+	for _, ip := range cfg.NodeIPs {
+		if ip4, ok := ipv4(ip); ok {
+			nodeIPs[ip4] = struct{}{}
+		} else {
+			skip("node IP %s: not IPv4", ip)
+		}
+	}
+	u.c.DelNodeIPs, u.c.AddNodeIPs = diffSets(s.nodeIPs, nodeIPs)
+	s.nodeIPs = nodeIPs
+	u.c.UDP.nodeIPs = nodeIPs
+
+	seen := 0
+	last := s.spare[:0]
+	for i := range cfg.Services {
+		svc := &cfg.Services[i]
+		if !rerender && i < len(s.last) && s.unchanged(s.last[i], svc) {
+			for _, e := range s.last[i] {
+				e.gen = s.gen
+			}
+			seen += len(s.last[i])
+			last = append(last, s.last[i])
+			continue
+		}
+		var entries []*portEntry
+		for j := range svc.Ports {
+			p := &svc.Ports[j]
+			id := identOf(svc, p)
+			if p.Protocol != TCP && p.Protocol != UDP {
+				skip("service port %s: protocol %q not supported (TCP and UDP only)", id, p.Protocol)
+				entries = append(entries, nil)
+				continue
+			}
+			if p.Port == 0 {
+				skip("service port %s: port 0", id)
+				entries = append(entries, nil)
+				continue
+			}
+			e := s.ports[id]
+			if e != nil && e.gen == s.gen {
+				skip("service port %s: listed twice; the first wins", id)
+				entries = append(entries, nil)
+				continue
+			}
+			if e != nil && !rerender && !e.out.WantsProxy && sameService(&e.svc, svc) && samePort(&e.port, p) {
+				e.gen = s.gen
+				seen++
+				entries = append(entries, e)
+				continue
+			}
+			hash := id.hash()
+			if other := s.byHash[hash]; other != nil && other != e {
+				skip("service port %s: chain name svc-%s already used by %s (hash collision); ignored", id, hash, other.out.ID)
+				entries = append(entries, nil)
+				continue
+			}
+			ne := &portEntry{gen: s.gen, svc: *svc, port: *p}
+			ne.svc.Ports = nil
+			ne.svc.ClusterIPs = slices.Clone(svc.ClusterIPs)
+			ne.svc.ExternalIPs = slices.Clone(svc.ExternalIPs)
+			ne.port.Endpoints = slices.Clone(p.Endpoints)
+			ne.out = renderPort(svc, p, id, hash, s.cidr, redirect, skip)
+			var old *portOut
+			if e != nil {
+				old = e.out
+			}
+			u.replace(old, ne.out)
+			s.ports[id] = ne
+			s.byHash[hash] = ne
+			seen++
+			entries = append(entries, ne)
+		}
+		last = append(last, entries)
+	}
+	if seen != len(s.ports) {
+		for id, e := range s.ports {
+			if e.gen != s.gen {
+				u.replace(e.out, nil)
+				delete(s.ports, id)
+				delete(s.byHash, e.out.Hash)
+			}
+		}
+	}
+	s.spare, s.last = s.last, last
+	u.resolve()
+	return u.c, skipped
+}
+
+type chainOp uint8
+
+const (
+	chainAdd chainOp = iota + 1
+	chainFlush
+	chainDel
+)
+
+type setOp struct{ del, add bool }
+
+// updater accumulates one update's change.
+type updater struct {
+	s      *state
+	c      *change
+	chains map[string]chainOp
+	sets   map[string]setOp
+	ips    map[ipPortKey]bool
+	nps    map[protoPortKey]bool
+	hair   map[netip.Addr]bool // endpoint IP → was in the hairpin set before
+	skip   func(string, ...any)
+}
+
+func (u *updater) chain(name string, old, cur []rule) {
+	switch {
+	case old == nil && cur == nil:
+	case old == nil:
+		u.chains[name] = chainAdd
+	case cur == nil:
+		u.chains[name] = chainDel
+	case !slices.Equal(old, cur):
+		u.chains[name] = chainFlush
+	}
+}
+
+// replace swaps a port's contribution (old or cur may be nil).
+func (u *updater) replace(old, cur *portOut) {
+	s := u.s
+	var none portOut
+	o, n := old, cur
+	if o == nil {
+		o = &none
+	}
+	if n == nil {
+		n = &none
+	}
+	hash := o.Hash
+	if hash == "" {
+		hash = n.Hash
+	}
+	u.chain("svc-"+hash, o.SvcRules, n.SvcRules)
+	u.chain("ext-"+hash, o.ExtRules, n.ExtRules)
+	if o.Affinity != n.Affinity {
+		set := "aff-" + hash
+		op := u.sets[set]
+		if o.Affinity > 0 {
+			op.del = true
+			// Chains that stay must drop their references to the set
+			// before it goes.
+			if o.SvcRules != nil && n.SvcRules != nil && u.chains["svc-"+hash] == 0 {
+				u.chains["svc-"+hash] = chainFlush
+			}
+			if o.ExtRules != nil && n.ExtRules != nil && u.chains["ext-"+hash] == 0 {
+				u.chains["ext-"+hash] = chainFlush
+			}
+		}
+		if n.Affinity > 0 {
+			op.add = true
+		}
+		u.sets[set] = op
+	}
+	for _, c := range o.IPs {
+		s.ipClaims[c.Key] = dropClaim(s.ipClaims[c.Key], o.ID, c.Target)
+		u.ips[c.Key] = true
+	}
+	for _, c := range n.IPs {
+		s.ipClaims[c.Key] = append(s.ipClaims[c.Key], claim{n.ID, c.Target})
+		u.ips[c.Key] = true
+	}
+	if o.NodePort.Port != 0 {
+		s.npClaims[o.NodePort] = dropClaim(s.npClaims[o.NodePort], o.ID, o.NodeTarget)
+		u.nps[o.NodePort] = true
+	}
+	if n.NodePort.Port != 0 {
+		s.npClaims[n.NodePort] = append(s.npClaims[n.NodePort], claim{n.ID, n.NodeTarget})
+		u.nps[n.NodePort] = true
+	}
+	for _, ip := range o.Hairpin {
+		u.noteHairpin(ip)
+		if s.hairpin[ip]--; s.hairpin[ip] <= 0 {
+			delete(s.hairpin, ip)
+		}
+	}
+	for _, ip := range n.Hairpin {
+		u.noteHairpin(ip)
+		s.hairpin[ip]++
+	}
+	u.c.UDP.compare(old, cur)
+}
+
+func (u *updater) noteHairpin(ip netip.Addr) {
+	if _, seen := u.hair[ip]; !seen {
+		u.hair[ip] = u.s.hairpin[ip] > 0
+	}
+}
+
+func dropClaim(cs []claim, id, target string) []claim {
+	for i, c := range cs {
+		if c.id == id && c.target == target {
+			return slices.Delete(cs, i, i+1)
+		}
+	}
+	return cs
+}
+
+// winner resolves a key's claims: the target of the lowest ID with
+// endpoints, "" (reject) if none has endpoints; ok is false without claims.
+func winner(cs []claim) (target string, ok bool) {
+	if len(cs) == 0 {
+		return "", false
+	}
+	best := -1
+	for i, c := range cs {
+		if c.target != "" && (best < 0 || c.id < cs[best].id) {
+			best = i
+		}
+	}
+	if best < 0 {
+		return "", true
+	}
+	return cs[best].target, true
+}
+
+// noteConflict reports a key claimed by more than one service port.
+func (u *updater) noteConflict(what string, cs []claim) {
+	if len(cs) < 2 {
+		return
+	}
+	ids := make([]string, 0, len(cs))
+	for _, c := range cs {
+		ids = append(ids, c.id)
+	}
+	slices.Sort(ids)
+	target, _ := winner(cs)
+	u.skip("%s is claimed by %s; it goes to %q", what, strings.Join(ids, ", "), cmp.Or(target, "reject (no endpoints)"))
+}
+
+// resolve turns the touched keys, chains and sets into the change lists.
+func (u *updater) resolve() {
+	s, c := u.s, u.c
+	for k := range u.ips {
+		u.noteConflict(k.String(), s.ipClaims[k])
+		target, ok := winner(s.ipClaims[k])
+		if !ok {
+			delete(s.ipClaims, k)
+		}
+		oldT, wasSvc := s.serviceIPs[k]
+		_, wasRej := s.noEPIPs[k]
+		isSvc, isRej := ok && target != "", ok && target == ""
+		if wasSvc && (!isSvc || oldT != target) {
+			c.DelServiceIPs = append(c.DelServiceIPs, k)
+			delete(s.serviceIPs, k)
+		}
+		if wasRej && !isRej {
+			c.DelNoEPIPs = append(c.DelNoEPIPs, k)
+			delete(s.noEPIPs, k)
+		}
+		if isSvc && (!wasSvc || oldT != target) {
+			c.AddServiceIPs = append(c.AddServiceIPs, k)
+			s.serviceIPs[k] = target
+		}
+		if isRej && !wasRej {
+			c.AddNoEPIPs = append(c.AddNoEPIPs, k)
+			s.noEPIPs[k] = struct{}{}
+		}
+	}
+	for k := range u.nps {
+		u.noteConflict("node port "+k.String(), s.npClaims[k])
+		target, ok := winner(s.npClaims[k])
+		if !ok {
+			delete(s.npClaims, k)
+		}
+		oldT, wasSvc := s.nodePorts[k]
+		_, wasRej := s.noEPPorts[k]
+		isSvc, isRej := ok && target != "", ok && target == ""
+		if wasSvc && (!isSvc || oldT != target) {
+			c.DelNodePorts = append(c.DelNodePorts, k)
+			delete(s.nodePorts, k)
+		}
+		if wasRej && !isRej {
+			c.DelNoEPPorts = append(c.DelNoEPPorts, k)
+			delete(s.noEPPorts, k)
+		}
+		if isSvc && (!wasSvc || oldT != target) {
+			c.AddNodePorts = append(c.AddNodePorts, k)
+			s.nodePorts[k] = target
+		}
+		if isRej && !wasRej {
+			c.AddNoEPPorts = append(c.AddNoEPPorts, k)
+			s.noEPPorts[k] = struct{}{}
+		}
+	}
+	for ip, was := range u.hair {
+		is := s.hairpin[ip] > 0
+		switch {
+		case was && !is:
+			c.DelHairpin = append(c.DelHairpin, ip)
+		case !was && is:
+			c.AddHairpin = append(c.AddHairpin, ip)
+		}
+	}
+	for name, op := range u.chains {
+		switch op {
+		case chainAdd:
+			c.AddChains = append(c.AddChains, name)
+		case chainFlush:
+			c.FlushChains = append(c.FlushChains, name)
+		case chainDel:
+			c.DelChains = append(c.DelChains, name)
+		}
+	}
+	for name, op := range u.sets {
+		if op.del {
+			c.DelSets = append(c.DelSets, name)
+		}
+		if op.add {
+			c.AddSets = append(c.AddSets, name)
+		}
+	}
+	for _, l := range [][]ipPortKey{c.DelServiceIPs, c.AddServiceIPs, c.DelNoEPIPs, c.AddNoEPIPs} {
+		slices.SortFunc(l, cmpIPPort)
+	}
+	for _, l := range [][]protoPortKey{c.DelNodePorts, c.AddNodePorts, c.DelNoEPPorts, c.AddNoEPPorts} {
+		slices.SortFunc(l, cmpProtoPort)
+	}
+	for _, l := range [][]netip.Addr{c.DelHairpin, c.AddHairpin} {
+		slices.SortFunc(l, netip.Addr.Compare)
+	}
+	for _, l := range [][]string{c.AddChains, c.FlushChains, c.DelChains, c.DelSets, c.AddSets} {
+		slices.Sort(l)
+	}
+}
+
+func diffSets(old, cur map[netip.Addr]struct{}) (del, add []netip.Addr) {
+	for a := range old {
+		if _, ok := cur[a]; !ok {
+			del = append(del, a)
+		}
+	}
+	for a := range cur {
+		if _, ok := old[a]; !ok {
+			add = append(add, a)
+		}
+	}
+	slices.SortFunc(del, netip.Addr.Compare)
+	slices.SortFunc(add, netip.Addr.Compare)
+	return del, add
+}
+
+func cmpIPPort(a, b ipPortKey) int {
+	if c := a.IP.Compare(b.IP); c != 0 {
+		return c
+	}
+	if c := strings.Compare(string(a.Proto), string(b.Proto)); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Port, b.Port)
+}
+
+func cmpProtoPort(a, b protoPortKey) int {
+	if c := strings.Compare(string(a.Proto), string(b.Proto)); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Port, b.Port)
+}
+
+// chainRules returns the rules of a service-level chain of the state.
+func (s *state) chainRules(name string) []rule {
+	kind, hash, _ := strings.Cut(name, "-")
+	e := s.byHash[hash]
+	if e == nil {
+		return nil
+	}
+	if kind == "ext" {
+		return e.out.ExtRules
+	}
+	return e.out.SvcRules
+}
+
+// affinity returns the timeout of an affinity set of the state.
+func (s *state) affinity(set string) time.Duration {
+	if e := s.byHash[strings.TrimPrefix(set, "aff-")]; e != nil {
+		return e.out.Affinity
+	}
+	return 0
+}
+
+// view flattens the state (for the full resync and the tests).
+func (s *state) view() *ruleset {
+	rs := newRuleset()
+	rs.CIDR = s.cidr
+	for _, e := range s.byHash {
+		o := e.out
+		if o.SvcRules != nil {
+			rs.Chains["svc-"+o.Hash] = o.SvcRules
+		}
+		if o.ExtRules != nil {
+			rs.Chains["ext-"+o.Hash] = o.ExtRules
+		}
+		if o.Affinity > 0 && o.SvcRules != nil {
+			rs.Affinity["aff-"+o.Hash] = o.Affinity
+		}
+		if o.LeastConn != nil {
+			rs.LeastConn["svc-"+o.Hash] = *o.LeastConn
+		}
+		if o.UDP != nil {
+			rs.UDP["svc-"+o.Hash] = *o.UDP
+		}
+	}
+	for k, v := range s.serviceIPs {
+		rs.ServiceIPs[k] = v
+	}
+	for k, v := range s.nodePorts {
+		rs.NodePorts[k] = v
+	}
+	for k := range s.noEPIPs {
+		rs.NoEPIPs[k] = struct{}{}
+	}
+	for k := range s.noEPPorts {
+		rs.NoEPPorts[k] = struct{}{}
+	}
+	for ip := range s.nodeIPs {
+		rs.NodeIPs[ip] = struct{}{}
+	}
+	for ip := range s.hairpin {
+		rs.Hairpin[ip] = struct{}{}
+	}
+	return rs
+}
+
+// render is the pure rendering of a whole Config (tests and benchmarks).
+func render(cfg Config, redirect redirectFunc) (*ruleset, []string) {
+	s := newState()
+	_, skipped := s.update(cfg, redirect)
+	return s.view(), skipped
+}
