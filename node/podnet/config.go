@@ -58,6 +58,13 @@ type Config struct {
 	NetNSDir string
 	// Mode is ModeHostGW (default) or ModeVXLAN.
 	Mode string
+	// ServiceCIDR, when set, is routed through the bridge (see
+	// serviceRoute), so the node itself reaches service addresses.
+	ServiceCIDR string
+	// ExtraAddrs are addresses (CIDR notation) also kept on the bridge,
+	// such as the cluster DNS address as a /32: local to the node, and
+	// reached by pods through their gateway.
+	ExtraAddrs []string
 	// NodeIP is this node's address on the node network. Required in vxlan
 	// mode (the VTEP source); in host-gw mode it lets SetPeers skip self.
 	NodeIP string

@@ -207,13 +207,34 @@ func (n *Network) ensureVXLAN() (netlink.Link, error) {
 			return nil, fmt.Errorf("%s MAC: %w", VXLANDevice, err)
 		}
 	}
-	if err := syncAddrs(n.host, l, &net.IPNet{IP: vtep, Mask: net.CIDRMask(32, 32)}); err != nil {
+	if err := syncAddrs(n.host, l, []*net.IPNet{{IP: vtep, Mask: net.CIDRMask(32, 32)}}); err != nil {
 		return nil, fmt.Errorf("%s: %w", VXLANDevice, err)
 	}
 	if err := setMTUAndUp(n.host, l, n.cfg.MTU); err != nil {
 		return nil, err
 	}
 	return l, nil
+}
+
+// serviceRoute is the route of the service range through the bridge (nil
+// without ServiceCIDR). Service addresses exist only as DNAT rules, and the
+// kernel routes a packet the node itself sends before its output hook
+// rewrites the address: without a route, a node with no default route could
+// not reach a ClusterIP. Its source is the pods' gateway, an address every
+// pod can answer.
+func (n *Network) serviceRoute() (*netlink.Route, error) {
+	if n.cfg.ServiceCIDR == "" {
+		return nil, nil
+	}
+	_, dst, err := net.ParseCIDR(n.cfg.ServiceCIDR)
+	if err != nil {
+		return nil, fmt.Errorf("service CIDR: %w", err)
+	}
+	br, err := lookupLink(n.host, n.cfg.Bridge)
+	if err != nil || br == nil {
+		return nil, fmt.Errorf("service route: bridge %s: %v", n.cfg.Bridge, err)
+	}
+	return &netlink.Route{Dst: dst, LinkIndex: br.Attrs().Index, Scope: netlink.SCOPE_LINK, Src: n.gateway}, nil
 }
 
 // ownRoutes lists the main-table IPv4 routes carrying RouteProtocol.
@@ -228,6 +249,13 @@ func (n *Network) ownRoutes() ([]netlink.Route, error) {
 // LinkIndex and Flags are honoured). hint is appended to "unreachable"
 // failures.
 func (n *Network) syncRoutes(want []netlink.Route, hint string) []error {
+	svc, err := n.serviceRoute()
+	if err != nil {
+		return []error{err}
+	}
+	if svc != nil {
+		want = append(want, *svc)
+	}
 	have, err := n.ownRoutes()
 	if err != nil {
 		return []error{fmt.Errorf("listing routes: %w", err)}
@@ -279,7 +307,7 @@ func (n *Network) syncRoutes(want []netlink.Route, hint string) []error {
 
 func routeMatches(have, want netlink.Route) bool {
 	const onlink = int(netlink.FLAG_ONLINK)
-	return have.Gw.Equal(want.Gw) &&
+	return have.Gw.Equal(want.Gw) && (want.Src == nil || have.Src.Equal(want.Src)) &&
 		(want.LinkIndex == 0 || have.LinkIndex == want.LinkIndex) &&
 		have.Flags&onlink == want.Flags&onlink &&
 		have.Priority == 0 && have.Tos == 0 && have.Type == unix.RTN_UNICAST

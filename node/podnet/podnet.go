@@ -296,6 +296,11 @@ func (n *Network) wire(ctx context.Context, rec podRecord) (PodNet, error) {
 	if err := setMTUAndUp(n.host, hostLink, n.cfg.MTU); err != nil {
 		return PodNet{}, err
 	}
+	// Hairpin: a pod reaching itself through a service address has its
+	// DNAT'd packet bridged back out of the port it came in on.
+	if err := n.host.LinkSetHairpin(hostLink, true); err != nil {
+		return PodNet{}, fmt.Errorf("hairpin mode on %s: %w", rec.Veth, err)
+	}
 	// Pod side: loopback, address, MTU, up, default route.
 	if err := n.configurePod(ph, podLink, ip); err != nil {
 		return PodNet{}, err
@@ -362,7 +367,7 @@ func (n *Network) configurePod(ph *netlink.Handle, eth0 netlink.Link, ip net.IP)
 		}
 	}
 	want := &net.IPNet{IP: ip, Mask: n.podNet.Mask}
-	if err := syncAddrs(ph, eth0, want); err != nil {
+	if err := syncAddrs(ph, eth0, []*net.IPNet{want}); err != nil {
 		return fmt.Errorf("pod %s: %w", PodInterface, err)
 	}
 	if err := setMTUAndUp(ph, eth0, n.cfg.MTU); err != nil {
@@ -574,7 +579,15 @@ func (n *Network) ensureBridge() (netlink.Link, error) {
 			return nil, fmt.Errorf("bridge %s MAC: %w", name, err)
 		}
 	}
-	if err := syncAddrs(n.host, l, &net.IPNet{IP: n.gateway, Mask: n.podNet.Mask}); err != nil {
+	want := []*net.IPNet{{IP: n.gateway, Mask: n.podNet.Mask}}
+	for _, a := range n.cfg.ExtraAddrs {
+		ip, ipn, err := net.ParseCIDR(a)
+		if err != nil {
+			return nil, fmt.Errorf("extra bridge address %q: %w", a, err)
+		}
+		want = append(want, &net.IPNet{IP: ip, Mask: ipn.Mask})
+	}
+	if err := syncAddrs(n.host, l, want); err != nil {
 		return nil, fmt.Errorf("bridge %s: %w", name, err)
 	}
 	if err := setMTUAndUp(n.host, l, n.cfg.MTU); err != nil {
@@ -612,6 +625,9 @@ func (n *Network) reattachPods(br netlink.Link) error {
 		}
 		if err := setMTUAndUp(n.host, l, n.cfg.MTU); err != nil {
 			errs = append(errs, err)
+		}
+		if err := n.host.LinkSetHairpin(l, true); err != nil {
+			errs = append(errs, fmt.Errorf("hairpin mode on %s: %w", l.Attrs().Name, err))
 		}
 	}
 	return errors.Join(errs...)
@@ -671,24 +687,31 @@ func setMTUAndUp(h *netlink.Handle, l netlink.Link, mtu int) error {
 }
 
 // syncAddrs leaves exactly want as the IPv4 address of l.
-func syncAddrs(h *netlink.Handle, l netlink.Link, want *net.IPNet) error {
+func syncAddrs(h *netlink.Handle, l netlink.Link, want []*net.IPNet) error {
 	have, err := retryDump(func() ([]netlink.Addr, error) { return h.AddrList(l, netlink.FAMILY_V4) })
 	if err != nil {
 		return fmt.Errorf("listing addresses: %w", err)
 	}
-	found := false
+	found := map[string]bool{}
 	for _, a := range have {
-		if a.IPNet.String() == want.String() {
-			found = true
+		keep := false
+		for _, w := range want {
+			keep = keep || a.IPNet.String() == w.String()
+		}
+		if keep {
+			found[a.IPNet.String()] = true
 			continue
 		}
 		if err := h.AddrDel(l, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
 			return fmt.Errorf("removing stale address %s: %w", a.IPNet, err)
 		}
 	}
-	if !found {
-		if err := h.AddrReplace(l, &netlink.Addr{IPNet: want}); err != nil {
-			return fmt.Errorf("adding address %s: %w", want, err)
+	for _, w := range want {
+		if found[w.String()] {
+			continue
+		}
+		if err := h.AddrReplace(l, &netlink.Addr{IPNet: w}); err != nil {
+			return fmt.Errorf("adding address %s: %w", w, err)
 		}
 	}
 	return nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -469,4 +470,60 @@ func openFDs(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return len(ents)
+}
+
+// TestServiceRouteHairpinExtraAddrs: the service range is routed through
+// the bridge from the gateway address, the extra addresses sit on the
+// bridge, and pod ports are in hairpin mode.
+func TestServiceRouteHairpinExtraAddrs(t *testing.T) {
+	requireRoot(t)
+	ns := newTestNS(t, nsDir(t), "node")
+	cfg := DefaultConfig()
+	cfg.HostNS = ns.path
+	cfg.PodCIDR = "10.42.7.0/24"
+	cfg.StateDir = nsDir(t)
+	cfg.ServiceCIDR = "10.43.0.0/16"
+	cfg.ExtraAddrs = []string{"10.43.0.10/32"}
+	n := openTestNetwork(t, cfg)
+	if err := n.SetPeers(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	pn := mustSetup(t, n, "p1")
+	br, err := ns.h.LinkByName(DefaultBridge)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs, err := ns.h.AddrList(br, netlink.FAMILY_V4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, a := range addrs {
+		got = append(got, a.IPNet.String())
+	}
+	if !slices.Contains(got, "10.42.7.1/24") || !slices.Contains(got, "10.43.0.10/32") || len(got) != 2 {
+		t.Fatalf("bridge addresses %v", got)
+	}
+	routes, err := ns.h.RouteGet(net.ParseIP("10.43.5.6"))
+	if err != nil || len(routes) != 1 || routes[0].LinkIndex != br.Attrs().Index || !routes[0].Src.Equal(net.ParseIP("10.42.7.1")) {
+		t.Fatalf("route to a service address: %+v %v", routes, err)
+	}
+	links, err := ns.h.LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ports := 0
+	for _, l := range links {
+		if l.Attrs().MasterIndex != br.Attrs().Index {
+			continue
+		}
+		ports++
+		pi, err := ns.h.LinkGetProtinfo(l)
+		if err != nil || !pi.Hairpin {
+			t.Errorf("%s: hairpin %v (%v)", l.Attrs().Name, pi.Hairpin, err)
+		}
+	}
+	if ports != 1 {
+		t.Fatalf("%d bridge ports for pod %s, want 1", ports, pn.IP)
+	}
 }
