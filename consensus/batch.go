@@ -82,16 +82,13 @@ const (
 
 // proposal is one command waiting in the leader's batch queue.
 type proposal struct {
-	cmd []byte
-	// forwarded: a follower waits for its own replica to apply the result,
-	// so the commit index must reach it promptly (see batcher.nudge).
-	forwarded bool
-	state     atomic.Int32
+	cmd   []byte
+	state atomic.Int32
 	done      chan result // buffered 1; receives exactly one result once taken
 }
 
-func newProposal(cmd []byte, forwarded bool) *proposal {
-	return &proposal{cmd: cmd, forwarded: forwarded, done: make(chan result, 1)}
+func newProposal(cmd []byte) *proposal {
+	return &proposal{cmd: cmd, done: make(chan result, 1)}
 }
 
 // abandon withdraws a queued proposal. It reports false if the batcher has
@@ -203,14 +200,10 @@ func (b *batcher) finish(f raft.ApplyFuture, batch []*proposal) {
 			all(failedResult(fmt.Errorf("consensus: entry %d: %d responses for %d commands", index, len(resp), len(batch))))
 			return
 		}
-		forwarded := false
 		for i := range batch {
 			send(i, result{index: index, resp: resp[i], outcome: outcomeOK})
-			forwarded = forwarded || batch[i].forwarded
 		}
-		if forwarded {
-			b.nudge()
-		}
+		b.nudge()
 	case error:
 		all(failedResult(resp))
 	default:
@@ -218,14 +211,16 @@ func (b *batcher) finish(f raft.ApplyFuture, batch []*proposal) {
 	}
 }
 
-// nudge spreads the commit index after a batch with forwarded commands when
-// writes stop flowing. hashicorp/raft tells followers that an entry
-// committed only with the next AppendEntries: the next entry, or an idle tick
-// every CommitTimeout. A follower that forwarded a write waits for its own
-// replica to apply it, so with nothing queued behind this batch the leader
-// appends a barrier, whose AppendEntries carries the new commit index at
-// once. Under load the next batch does that job and no barrier is needed; at
-// idle the tick can be slow and cheap (see Config.CommitTimeout).
+// nudge spreads the commit index after a batch when writes stop flowing.
+// hashicorp/raft tells followers that an entry committed only with the next
+// AppendEntries: the next entry, or an idle tick every CommitTimeout (at
+// random between one and two of them). Every replica acts on what it
+// applies — a follower that forwarded a write waits for its own replica, and
+// every node programs services and DNS and runs pods from its replica — so
+// with nothing queued behind this batch the leader appends a barrier, whose
+// AppendEntries carries the new commit index at once. Under load the next
+// batch does that job and no barrier is needed; at idle the tick can be slow
+// and cheap (see Config.CommitTimeout).
 func (b *batcher) nudge() {
 	if len(b.queue) > 0 || b.pending.Load() > 1 {
 		return

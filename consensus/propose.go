@@ -45,7 +45,7 @@ func (n *Node) Propose(ctx context.Context, cmd []byte) (index uint64, resp []by
 		var r result
 		tried := ""
 		if n.raft.State() == raft.Leader {
-			r = n.proposeLocal(ctx, cmd, false)
+			r = n.proposeLocal(ctx, cmd)
 		} else if tried = n.target(&hint); tried != "" {
 			r = n.forwardPropose(ctx, tried, cmd)
 		} else {
@@ -171,8 +171,8 @@ func (n *Node) pause(ctx context.Context, bo *backoff, changed <-chan struct{}, 
 }
 
 // proposeLocal queues cmd for the leader's batcher and waits for its result.
-func (n *Node) proposeLocal(ctx context.Context, cmd []byte, forwarded bool) result {
-	p := newProposal(cmd, forwarded)
+func (n *Node) proposeLocal(ctx context.Context, cmd []byte) result {
+	p := newProposal(cmd)
 	select {
 	case n.batcher.queue <- p:
 	case <-ctx.Done():
