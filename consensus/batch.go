@@ -84,7 +84,7 @@ const (
 type proposal struct {
 	cmd   []byte
 	state atomic.Int32
-	done      chan result // buffered 1; receives exactly one result once taken
+	done  chan result // buffered 1; receives exactly one result once taken
 }
 
 func newProposal(cmd []byte) *proposal {
