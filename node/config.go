@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"time"
@@ -77,6 +78,12 @@ type Config struct {
 	// being unreachable or not ready before they are evicted (and
 	// replaced elsewhere by their controllers).
 	DefaultTolerationSeconds int64
+	// DNSUpstreams are the servers (ip or ip:port) cluster DNS forwards
+	// other names to: nil means the nameservers of /etc/resolv.conf, an
+	// empty non-nil list means none (such names are refused).
+	DNSUpstreams []string
+	// ClusterDomain is the DNS domain of services and pods.
+	ClusterDomain string
 }
 
 // DefaultConfig returns the defaults.
@@ -95,6 +102,7 @@ func DefaultConfig() Config {
 		PodNetwork:               "host-gw",
 		PullFromRegistries:       true,
 		DefaultTolerationSeconds: 5,
+		ClusterDomain:            "cluster.local",
 	}
 }
 
@@ -126,6 +134,13 @@ func (c *Config) Validate() error {
 	}
 	if c.PodNetwork != "host-gw" && c.PodNetwork != "vxlan" {
 		errs = append(errs, fmt.Errorf("--pod-network must be host-gw or vxlan, not %q", c.PodNetwork))
+	}
+	for _, u := range c.DNSUpstreams {
+		if _, err := netip.ParseAddr(u); err != nil {
+			if _, err := netip.ParseAddrPort(u); err != nil {
+				errs = append(errs, fmt.Errorf("--dns-upstream %q is not an IP address or IP:port", u))
+			}
+		}
 	}
 	if c.NodeName == "" {
 		errs = append(errs, errors.New("--node-name is required (no host name)"))

@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/shoal-dev/shoal/node/agent"
+	"github.com/shoal-dev/shoal/node/apiserver"
 	"github.com/shoal-dev/shoal/node/container"
 	"github.com/shoal-dev/shoal/node/container/containerd"
 	"github.com/shoal-dev/shoal/node/events"
@@ -48,6 +49,8 @@ func (n *Node) runAgent(ctx context.Context) {
 	ncfg.Mode = n.cfg.PodNetwork
 	ncfg.NodeIP = n.cfg.AdvertiseAddr
 	ncfg.ClusterCIDR = n.cfg.PodCIDR
+	ncfg.ExtraAddrs = []string{dnsListenAddr.Addr().String() + "/32"}
+	ncfg.ServiceCIDR = apiserver.DefaultServiceCIDR.String()
 	var network *podnet.Network
 	for {
 		network, err = podnet.New(ncfg)
@@ -62,6 +65,10 @@ func (n *Node) runAgent(ctx context.Context) {
 		}
 	}
 	defer network.Close()
+	svcDone := make(chan struct{})
+	svcCtx, stopServices := context.WithCancel(ctx)
+	go func() { defer close(svcDone); n.runServices(svcCtx) }()
+	defer func() { stopServices(); <-svcDone }()
 	rec := events.New(events.Config{Proposer: n.proposer, Component: "kubelet", Host: n.id.NodeName, Now: n.now, Log: n.log})
 	go rec.Run(ctx)
 	acfg := agent.Config{

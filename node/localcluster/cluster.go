@@ -623,7 +623,8 @@ func (c *Cluster) startAgent(name string, extra []string) error {
 	}
 	// Nothing leaves a local cluster's namespaces: images come from the
 	// nodes only (shoal image import on one, peers pull from it).
-	args := []string{"agent", "--data-dir", n.DataDir, "--advertise-addr", n.IP, "--node-name", n.Name, "--registry-pull=false"}
+	args := []string{"agent", "--data-dir", n.DataDir, "--advertise-addr", n.IP, "--node-name", n.Name, "--registry-pull=false",
+		"--dns-upstream=none"} // nothing outside the namespaces; AgentArgs may name a server inside them
 	args = append(args, extra...)
 	args = append(args, c.st.AgentArgs...)
 

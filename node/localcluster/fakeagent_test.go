@@ -115,6 +115,7 @@ func fakeAgent(shared string, args []string) error {
 	join := fs.String("join", "", "")
 	token := fs.String("token", "", "")
 	_ = fs.Bool("registry-pull", true, "")
+	_ = fs.String("dns-upstream", "", "")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

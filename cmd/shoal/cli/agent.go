@@ -49,6 +49,18 @@ func newAgentCmd() *cobra.Command {
 	f.DurationVar(&cfg.CrashLoopBackoff, "crashloop-backoff", 0, "first restart back-off of a crashing container (0 = 10s, doubling to 5m)")
 	_ = f.MarkHidden("crashloop-backoff")
 	f.Int64Var(&cfg.DefaultTolerationSeconds, "default-toleration-seconds", cfg.DefaultTolerationSeconds, "how long new pods tolerate an unreachable or not-ready node before they are evicted and replaced elsewhere")
+	f.Func("dns-upstream", "comma-separated DNS servers (IP or IP:port) for names outside the cluster domain; \"none\" to forward nothing (default: the nameservers of /etc/resolv.conf)", func(v string) error {
+		cfg.DNSUpstreams = []string{}
+		if v == "none" {
+			return nil
+		}
+		for _, u := range strings.Split(v, ",") {
+			if u = strings.TrimSpace(u); u != "" {
+				cfg.DNSUpstreams = append(cfg.DNSUpstreams, u)
+			}
+		}
+		return nil
+	})
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	f.Uint64Var(&cfg.SnapshotThreshold, "raft-snapshot-threshold", 0, "raft log entries between snapshots (0 = default)")
 	f.DurationVar(&cfg.SnapshotInterval, "raft-snapshot-interval", 0, "how often raft checks whether to snapshot (0 = default)")

@@ -1,0 +1,71 @@
+package node
+
+import (
+	"context"
+	"net"
+	"net/netip"
+
+	"github.com/shoal-dev/shoal/dns"
+	"github.com/shoal-dev/shoal/netproxy"
+	"github.com/shoal-dev/shoal/node/apiserver"
+	"github.com/shoal-dev/shoal/node/services"
+)
+
+// dnsListenAddr is where every node answers cluster DNS: the cluster DNS
+// address, kept on the pod bridge (podnet ExtraAddrs) so it is local to the
+// node and reached by pods through their gateway.
+var dnsListenAddr = netip.AddrPortFrom(apiserver.DefaultDNSIP, 53)
+
+// dnsUpstreams resolves the configured forwarders: the flag's list, or the
+// nameservers of /etc/resolv.conf (never our own address).
+func (n *Node) dnsUpstreams() []string {
+	if n.cfg.DNSUpstreams != nil {
+		out := make([]string, 0, len(n.cfg.DNSUpstreams))
+		for _, u := range n.cfg.DNSUpstreams {
+			if a, err := netip.ParseAddr(u); err == nil {
+				u = net.JoinHostPort(a.String(), "53")
+			}
+			out = append(out, u)
+		}
+		return out
+	}
+	ups, err := dns.UpstreamsFromResolvConf("/etc/resolv.conf", apiserver.DefaultDNSIP)
+	if err != nil {
+		n.log.Warn("cluster DNS: no upstream servers from /etc/resolv.conf; names outside the cluster are refused", "err", err)
+	}
+	return ups
+}
+
+// runServices runs this node's service dataplane (nftables) and cluster DNS
+// from the local replica until ctx ends. The nftables rules stay in the
+// kernel when the agent stops, so services keep working across a restart.
+func (n *Node) runServices(ctx context.Context) {
+	proxy, err := netproxy.New(netproxy.Options{Log: n.log})
+	if err != nil {
+		n.log.Error("service proxy unavailable: services are not load-balanced on this node", "err", err)
+	} else {
+		defer proxy.Close()
+	}
+	srv, err := dns.NewServer(dns.Config{Addrs: []string{dnsListenAddr.String()}, Upstreams: n.dnsUpstreams(), Log: n.log})
+	if err == nil {
+		err = srv.Start()
+	}
+	if err != nil {
+		n.log.Error("cluster DNS unavailable on this node", "err", err)
+		srv = nil
+	} else {
+		defer srv.Close()
+	}
+	_, cluster, _ := net.ParseCIDR(n.cfg.PodCIDR)
+	cidr, _ := netip.ParsePrefix(cluster.String())
+	cfg := services.Config{
+		Store: n.store, NodeName: n.id.NodeName, ClusterCIDR: cidr, Domain: n.cfg.ClusterDomain, Log: n.log,
+	}
+	if proxy != nil {
+		cfg.Proxy = proxy
+	}
+	if srv != nil {
+		cfg.DNS = srv
+	}
+	services.New(cfg).Run(ctx)
+}
