@@ -13,6 +13,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -47,12 +48,22 @@ func main() {
 	sched := flag.Bool("sched", true, "also run the scheduling (hollow nodes), leader memory/snapshot and node-kill benchmarks (sched.go)")
 	schedOnly := flag.Bool("sched-only", false, "run only the scheduling and leader memory/snapshot benchmarks")
 	killOnly := flag.Bool("nodekill-only", false, "run only the node-kill benchmarks")
+	svc := flag.Bool("svc", true, "also run the service benchmarks: nftables programming (netproxy vs iptables-restore), endpoint change → rules on every node, DNS with dnsperf")
+	svcOnly := flag.Bool("svc-only", false, "run only the service benchmarks")
+	flag.BoolVar(&withNFT, "nft", true, "with the service benchmarks: also time nftables programming at 1k/10k services against iptables-restore")
 	flag.IntVar(&schedNodes, "sched-nodes", schedNodes, "hollow nodes for the scheduling benchmark")
 	flag.IntVar(&schedPods, "sched-pods", schedPods, "pods for the scheduling benchmark")
 	flag.IntVar(&nodeKillRounds, "nodekill-rounds", nodeKillRounds, "node kills to time per toleration setting")
 	flag.Parse()
 	if *schedOnly || *killOnly {
 		if err := runSchedOnly(*shoal, *schedOnly, *killOnly); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if *svcOnly {
+		if err := runSvcOnly(*shoal); err != nil {
 			fmt.Fprintln(os.Stderr, "bench:", err)
 			os.Exit(1)
 		}
@@ -72,7 +83,7 @@ func main() {
 		}
 		return
 	}
-	if err := run(*shoal, *dur, *kills, *idle, *pods, *sched); err != nil {
+	if err := run(*shoal, *dur, *kills, *idle, *pods, *sched, *svc); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -123,7 +134,7 @@ func (t *table) print() error {
 	return tw.Flush()
 }
 
-func run(bin string, dur time.Duration, kills int, idle time.Duration, pods, sched bool) error {
+func run(bin string, dur time.Duration, kills int, idle time.Duration, pods, sched, svc bool) error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("needs root (network namespaces)")
 	}
@@ -248,6 +259,12 @@ func run(bin string, dur time.Duration, kills int, idle time.Duration, pods, sch
 	if sched {
 		_ = c.Down()
 		if err := runSchedBenches(ctx, bin, &t); err != nil && podErr == nil {
+			podErr = err
+		}
+	}
+	if svc {
+		_ = c.Down()
+		if err := runSvcBenches(ctx, bin, &t); err != nil && podErr == nil {
 			podErr = err
 		}
 	}
@@ -519,4 +536,46 @@ func procWriteBytes(pid int) int64 {
 		}
 	}
 	return 0
+}
+
+// withNFT runs the nftables programming benchmark with the service ones.
+var withNFT = true
+
+// runSvcOnly runs the service benchmarks alone and prints their table.
+func runSvcOnly(bin string) error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("needs root (network namespaces)")
+	}
+	var t table
+	err := runSvcBenches(context.Background(), bin, &t)
+	if perr := t.print(); err == nil {
+		err = perr
+	}
+	return err
+}
+
+// runSvcBenches runs the nftables programming benchmark (netproxy against
+// iptables-restore, in a namespace of its own), then the cluster's
+// endpoint-change and DNS benchmarks.
+func runSvcBenches(ctx context.Context, bin string, t *table) error {
+	var errs []error
+	if !withNFT {
+	} else if err := benchNFT(t); err != nil {
+		t.add("nftables programming", "failed: "+firstLine(err), "")
+		errs = append(errs, err)
+	}
+	if err := benchDNSStandalone(t); err != nil {
+		t.add("DNS server alone", "failed: "+firstLine(err), "")
+		errs = append(errs, err)
+	}
+	if err := runSvc(ctx, bin, t); err != nil {
+		t.add("service benchmarks (cluster)", "failed: "+firstLine(err), "")
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func firstLine(err error) string {
+	first, _, _ := strings.Cut(err.Error(), "\n")
+	return first
 }

@@ -1,0 +1,346 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"golang.org/x/sys/unix"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/shoal-dev/shoal/node/localcluster"
+)
+
+// The service benchmarks: an endpoint change timed until it is in the
+// nftables rules of every node of a 3-node cluster, and cluster DNS of one
+// node under dnsperf.
+const (
+	svcClusterNm  = "sbs-" // + pid in base 36
+	svcCount      = 1000   // services (names for DNS, rules for every node)
+	svcChanges    = 60     // timed endpoint changes
+	svcWatchTable = "shoal_svc"
+)
+
+// runSvc starts its own 3-node cluster, runs the service benchmarks and adds
+// their rows to t.
+func runSvc(ctx context.Context, bin string, t *table) (err error) {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	bin, _ = filepath.Abs(bin)
+	dir, err := os.MkdirTemp("", "shoal-bench-svc-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	c, err := localcluster.Up(ctx, localcluster.Config{Name: svcClusterNm + strconv.FormatInt(int64(os.Getpid()), 36), Dir: filepath.Join(dir, "c"), Nodes: 3, Binary: bin, Stdout: os.Stderr, AgentArgs: agentArgs})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "service benchmarks failed: %v\n", err)
+			for _, n := range c.Nodes() {
+				fmt.Fprintf(os.Stderr, "--- %s agent log, last 25 lines:\n%s\n", n.Name, tail(n.LogPath, 25))
+			}
+		}
+		if derr := c.Down(); derr != nil {
+			fmt.Fprintln(os.Stderr, "bench: cluster down:", derr)
+		}
+	}()
+	cfg, err := restConfig(c)
+	if err != nil {
+		return err
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	// The agents program services once their pod network is up.
+	if err := waitPodCIDRs(ctx, cs, 3); err != nil {
+		return err
+	}
+	// svcCount selectorless services, each with a slice of 5 endpoints this
+	// benchmark manages itself (the endpoints controller leaves services
+	// without a selector alone).
+	names := make([]string, svcCount)
+	fmt.Fprintf(os.Stderr, "bench: creating %d services with 5 endpoints each\n", svcCount)
+	start := time.Now()
+	err = parallel(svcCount, 16, func(i int) error {
+		name := fmt.Sprintf("s%04d", i)
+		names[i] = name + ".default.svc.cluster.local"
+		if _, err := cs.CoreV1().Services("default").Create(ctx, benchService(name), metav1.CreateOptions{}); err != nil {
+			return err
+		}
+		_, err := cs.DiscoveryV1().EndpointSlices("default").Create(ctx, benchSlice(name, i, 0), metav1.CreateOptions{})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "bench: %d services created in %s\n", svcCount, time.Since(start).Round(time.Millisecond))
+
+	// Pollers: one per node, in its namespace, looking for an endpoint
+	// address in the rules.
+	var watchers []*ruleWatcher
+	for _, n := range c.Nodes() {
+		w, err := newRuleWatcher(n.Namespace)
+		if err != nil {
+			return err
+		}
+		defer w.close()
+		watchers = append(watchers, w)
+	}
+	// Warm-up: all nodes have the last service's first endpoint.
+	if err := waitAll(ctx, watchers, benchEndpointIP(svcCount-1, 0, 0), 60*time.Second); err != nil {
+		return fmt.Errorf("services never reached every node's rules: %w", err)
+	}
+	for _, w := range watchers { // from now on, poll the timed service's chain only
+		w.chain = nil
+	}
+	if err := waitAll(ctx, watchers, benchEndpointIP(500, 0, 0), 60*time.Second); err != nil {
+		return err
+	}
+	var all, worst, writes []time.Duration
+	target := "s0500"
+	for k := 1; k <= svcChanges; k++ {
+		sl, err := cs.DiscoveryV1().EndpointSlices("default").Get(ctx, target, metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		next := benchSlice(target, 500, k)
+		next.ResourceVersion = sl.ResourceVersion
+		ip := benchEndpointIP(500, k, 4)
+		t0 := time.Now()
+		if _, err := cs.DiscoveryV1().EndpointSlices("default").Update(ctx, next, metav1.UpdateOptions{}); err != nil {
+			return err
+		}
+		writes = append(writes, time.Since(t0))
+		var mu sync.Mutex
+		var maxD time.Duration
+		var wg sync.WaitGroup
+		var werr error
+		for _, w := range watchers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				at, err := w.waitFor(ctx, ip, 10*time.Second)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					werr = err
+					return
+				}
+				d := at.Sub(t0)
+				all = append(all, d)
+				maxD = max(maxD, d)
+			}()
+		}
+		wg.Wait()
+		if werr != nil {
+			return werr
+		}
+		worst = append(worst, maxD)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i] < all[j] })
+	sort.Slice(worst, func(i, j int) bool { return worst[i] < worst[j] })
+	sort.Slice(writes, func(i, j int) bool { return writes[i] < writes[j] })
+	t.add(fmt.Sprintf("endpoint change → rules on every node (3 nodes, %d services)", svcCount),
+		fmt.Sprintf("p50 %s  p99 %s  (per node p50 %s; the API write alone p50 %s)", ms(pct(worst, 50)), ms(pct(worst, 99)), ms(pct(all, 50)), ms(pct(writes, 50))), "p99 ≤ 50 ms")
+
+	// DNS against node 1 with dnsperf, over the services' names.
+	n1 := c.Nodes()[0]
+	if err := benchDNS(t, "/run/netns/"+n1.Namespace, netip.MustParseAddr("10.43.0.10"), names); err != nil {
+		return fmt.Errorf("dns benchmark: %w", err)
+	}
+	return nil
+}
+
+// waitPodCIDRs waits until n nodes have a pod CIDR (their agents then run the
+// service dataplane).
+func waitPodCIDRs(ctx context.Context, cs kubernetes.Interface, n int) error {
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		l, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+		if err == nil {
+			got := 0
+			for _, no := range l.Items {
+				if no.Spec.PodCIDR != "" {
+					got++
+				}
+			}
+			if got >= n {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("nodes without a pod CIDR after 2 minutes (%v)", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func benchService(name string) *corev1.Service {
+	return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.ServiceSpec{
+		Ports: []corev1.ServicePort{{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP}},
+	}}
+}
+
+// benchEndpointIP is endpoint j of service i in generation gen: addresses
+// outside every real range, never contacted (rules only).
+func benchEndpointIP(i, gen, j int) netip.Addr {
+	return netip.AddrFrom4([4]byte{10, byte(100 + gen%100), byte(i / 50), byte((i%50)*5 + j)})
+}
+
+func benchSlice(name string, i, gen int) *discoveryv1.EndpointSlice {
+	port, proto, pname := int32(8080), corev1.ProtocolTCP, "http"
+	sl := &discoveryv1.EndpointSlice{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{
+			discoveryv1.LabelServiceName: name, discoveryv1.LabelManagedBy: "shoal-bench"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Ports:       []discoveryv1.EndpointPort{{Name: &pname, Protocol: &proto, Port: &port}},
+	}
+	ready := true
+	for j := range 5 {
+		g := 0
+		if j == 4 {
+			g = gen // the last endpoint moves with each change
+		}
+		sl.Endpoints = append(sl.Endpoints, discoveryv1.Endpoint{
+			Addresses:  []string{benchEndpointIP(i, g, j).String()},
+			Conditions: discoveryv1.EndpointConditions{Ready: &ready},
+		})
+	}
+	return sl
+}
+
+// ruleWatcher reads a node's service rules over netlink from inside its
+// namespace.
+type ruleWatcher struct {
+	fd    int
+	conn  *nftables.Conn
+	table *nftables.Table
+	chain *nftables.Chain
+}
+
+func newRuleWatcher(ns string) (*ruleWatcher, error) {
+	fd, err := unix.Open("/run/netns/"+ns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := nftables.New(nftables.WithNetNSFd(fd))
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return &ruleWatcher{fd: fd, conn: conn}, nil
+}
+
+func (w *ruleWatcher) close() {
+	_ = w.conn.CloseLasting()
+	unix.Close(w.fd)
+}
+
+// locate finds the service chain with a DNAT rule to ip (scanning every
+// service chain of netproxy's tables) and remembers it: chain names are
+// stable per service port, so later polls read that one chain only.
+func (w *ruleWatcher) locate(ip netip.Addr) (bool, error) {
+	tables, err := w.conn.ListTablesOfFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		return false, err
+	}
+	chains, err := w.conn.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		return false, err
+	}
+	for _, tb := range tables {
+		if !strings.HasPrefix(tb.Name, svcWatchTable) {
+			continue
+		}
+		for _, ch := range chains {
+			if ch.Table.Name != tb.Name || !strings.HasPrefix(ch.Name, "svc-") {
+				continue
+			}
+			w.table, w.chain = tb, ch
+			if ok, err := w.has(ip); ok || err != nil {
+				return ok, err
+			}
+		}
+	}
+	w.table, w.chain = nil, nil
+	return false, nil
+}
+
+// has reports whether the located chain has a rule with ip in it.
+func (w *ruleWatcher) has(ip netip.Addr) (bool, error) {
+	rules, err := w.conn.GetRules(w.table, w.chain)
+	if err != nil {
+		return false, err
+	}
+	want := ip.AsSlice()
+	for _, r := range rules {
+		for _, e := range r.Exprs {
+			if im, ok := e.(*expr.Immediate); ok && bytes.Equal(im.Data, want) {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
+}
+
+// waitFor polls until ip is in the located chain (or, before locate, in any
+// service chain) and returns when it was seen.
+func (w *ruleWatcher) waitFor(ctx context.Context, ip netip.Addr, timeout time.Duration) (time.Time, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		var ok bool
+		var err error
+		if w.chain == nil {
+			ok, err = w.locate(ip)
+		} else {
+			ok, err = w.has(ip)
+		}
+		now := time.Now()
+		if err != nil {
+			return now, err
+		}
+		if ok {
+			return now, nil
+		}
+		if now.After(deadline) {
+			return now, fmt.Errorf("%s not in the rules after %s", ip, timeout)
+		}
+		if ctx.Err() != nil {
+			return now, ctx.Err()
+		}
+		if w.chain == nil {
+			time.Sleep(100 * time.Millisecond)
+		} else {
+			time.Sleep(time.Millisecond) // resolution enough for a 50 ms target; spinning would steal the agents' CPU
+		}
+	}
+}
+
+// waitAll waits until every watcher sees ip, locating its chain.
+func waitAll(ctx context.Context, ws []*ruleWatcher, ip netip.Addr, timeout time.Duration) error {
+	for _, w := range ws {
+		if _, err := w.waitFor(ctx, ip, timeout); err != nil {
+			return err
+		}
+	}
+	return nil
+}
