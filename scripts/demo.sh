@@ -66,40 +66,77 @@ lan kubectl --server "https://$SIP:6443" get configmap after-failover
 "$BIN" local start "$LEADER" --wait --name "$NAME" --dir "$DIR"
 lan "$BIN" members --kubeconfig "$DIR/kubeconfig"
 
-say "Pods: build the echo image here (no registry), import it on n1 only, run a pod on every node"
+say "Pods: build the echo image here (no registry), import it on n1 only, run it as a Deployment over the nodes"
 IMAGES=$(mktemp -d)
 go run ./examples/mkimages "$IMAGES" >/dev/null
 lan "$BIN" image import "$IMAGES/echo.tar" --kubeconfig "$DIR/kubeconfig"
-for n in n1 n2 n3; do
-cat <<YAML | lan kubectl apply -f -
+rm -rf "$IMAGES"
+cat <<'YAML' | lan kubectl apply -f -
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: echo}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: echo}}
+  template:
+    metadata: {labels: {app: echo}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      topologySpreadConstraints:
+      - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: echo}}}
+      containers:
+      - name: echo
+        image: shoal.dev/echo:v1
+        env:
+        - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+        - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+        ports: [{name: http, containerPort: 8080}]
+        readinessProbe: {httpGet: {path: /healthz, port: http}, periodSeconds: 1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo}
+spec:
+  type: NodePort
+  selector: {app: echo}
+  ports: [{name: http, port: 80, targetPort: http}]
+YAML
+echo "(the nodes without the image pull it from n1, peer to peer)"
+lan kubectl rollout status deployment/echo --timeout=120s
+lan kubectl get pods -o wide
+lan kubectl get service echo
+lan kubectl get endpointslices -l kubernetes.io/service-name=echo
+
+say "Pods reach each other by pod IP across nodes (kubectl exec through n1)"
+PODS=($(lan kubectl get pods -l app=echo -o jsonpath='{range .items[*]}{.metadata.name}{" "}{end}'))
+IPS=$(lan kubectl get pods -l app=echo -o jsonpath='{range .items[*]}{.status.podIP}{" "}{end}')
+lan kubectl exec "${PODS[2]}" -- sh -c "for ip in $IPS; do printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 2 \$ip 8080 | tail -n 1; done"
+
+say "A client pod on n3 reaches the service by name: cluster DNS on its node, round robin in its node's nftables"
+cat <<'YAML' | lan kubectl apply -f -
 apiVersion: v1
 kind: Pod
-metadata: {name: echo-$n, labels: {app: echo}}
+metadata: {name: client}
 spec:
-  nodeName: $n
-  terminationGracePeriodSeconds: 2
-  containers:
-  - name: echo
-    image: shoal.dev/echo:v1
-    env:
-    - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
-    - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
-    ports: [{name: http, containerPort: 8080}]
-    readinessProbe: {httpGet: {path: /healthz, port: http}, periodSeconds: 1}
+  nodeName: n3
+  terminationGracePeriodSeconds: 0
+  containers: [{name: client, image: shoal.dev/echo:v1, command: [sleep, "3600"]}]
 YAML
-done
-echo "(n2 and n3 pull the image from n1, peer to peer)"
-lan kubectl wait --for=condition=Ready pod -l app=echo --timeout=120s
-lan kubectl get pods -o wide
+lan kubectl wait --for=condition=Ready pod/client --timeout=60s
+lan kubectl exec client -- nslookup echo.default.svc.cluster.local
+lan kubectl exec client -- sh -c 'for i in 1 2 3 4 5 6; do printf "GET / HTTP/1.0\r\n\r\n" | nc -w 2 echo 80 | tail -n 1; done'
 
-say "Pods reach each other by pod IP across nodes (from echo-n3, with kubectl exec through n1)"
-IPS=$(lan kubectl get pods -l app=echo -o jsonpath='{range .items[*]}{.status.podIP}{" "}{end}')
-lan kubectl exec echo-n3 -- sh -c "for ip in $IPS; do printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 2 \$ip 8080 | tail -n 1; done"
+say "The same service from outside the cluster, on every node's address (NodePort)"
+NP=$(lan kubectl get service echo -o jsonpath='{.spec.ports[0].nodePort}')
+for n in n1 n2 n3; do
+  IP=$("$BIN" local status --name "$NAME" --dir "$DIR" | awk -v n="$n" '$1==n{print $3}')
+  printf '%s:%s -> ' "$IP" "$NP"
+  lan sh -c "printf 'GET / HTTP/1.0\r\n\r\n' | busybox nc -w 2 $IP $NP | tail -n 1"
+done
 
 say "kubectl logs and exec"
-lan kubectl logs echo-n2
-lan kubectl exec echo-n1 -- sh -c 'echo "hello from $(hostname), pod IP $POD_IP"; cat /etc/resolv.conf'
-rm -rf "$IMAGES"
+lan kubectl logs "${PODS[1]}"
+lan kubectl exec "${PODS[0]}" -- sh -c 'echo "hello from $(hostname), pod IP $POD_IP"; cat /etc/resolv.conf'
 
 say "The cluster stays up. Try it:"
 echo "  $BIN local exec --name $NAME --dir $DIR -- kubectl get nodes"
