@@ -35,6 +35,8 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzApply$$' -fuzztime=$(FUZZTIME) ./node/state/
 	$(GO) test -run='^$$' -fuzz='^FuzzParseToken$$' -fuzztime=$(FUZZTIME) ./node/pki/
 	$(GO) test -run='^$$' -fuzz='^FuzzDecodeBody$$' -fuzztime=$(FUZZTIME) ./node/apiserver/
+	$(GO) test -run='^$$' -fuzz='^FuzzServeDNS$$' -fuzztime=$(FUZZTIME) ./dns/
+	$(GO) test -run='^$$' -fuzz='^FuzzPlanSlices$$' -fuzztime=$(FUZZTIME) ./node/controller/endpoints/
 
 e2e: build
 	$(GO) test -count=1 -timeout 30m -v ./e2e/ 2>&1 | tee /tmp/shoal-e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|e2e:' ; exit $${PIPESTATUS[0]}
@@ -47,6 +49,8 @@ bench: deps build
 	$(GO) test -run='^$$' -bench=. -benchtime=2s ./node/state/ ./consensus/
 	$(GO) test -run='^$$' -bench=. -benchtime=30x ./node/container/containerd/
 	$(GO) test -run='^$$' -bench=. -benchtime=3x ./node/scheduler/
+	$(GO) test -run='^$$' -bench=. -benchtime=1s ./dns/
+	$(GO) test -run='^$$' -bench=. -benchtime=3x ./netproxy/ ./node/controller/endpoints/
 	$(GO) run ./e2e/bench -shoal $(BIN)
 
 demo: deps build
