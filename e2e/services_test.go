@@ -173,9 +173,14 @@ func TestServices(t *testing.T) {
 		}
 	}
 	// The client pod also serves its own name on 8080 (for the hairpin check).
-	client := busyboxPod("client", "n1", corev1.RestartPolicyAlways, "while true; do nc -l -p 8080 -e hostname; done")
+	// It is Ready while /tmp/ready exists (for the readiness check).
+	client := busyboxPod("client", "n1", corev1.RestartPolicyAlways, "touch /tmp/ready; while true; do nc -l -p 8080 -e hostname; done")
 	client.Labels = map[string]string{"app": "client"}
 	client.Spec.Containers[0].Ports = []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}}
+	client.Spec.Containers[0].ReadinessProbe = &corev1.Probe{
+		ProbeHandler:  corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"test", "-f", "/tmp/ready"}}},
+		PeriodSeconds: 1, FailureThreshold: 1,
+	}
 	if _, err := cs.CoreV1().Pods("default").Create(ctx, client, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -208,6 +213,10 @@ func TestServices(t *testing.T) {
 	create(serviceFor("echo-n1only", map[string]string{"app": "echo", "node": "n1"}))
 	create(serviceFor("self", map[string]string{"app": "client"}))
 	empty := create(serviceFor("empty", map[string]string{"app": "nothing"}))
+	lb := create(serviceFor("echo-lb", echo, func(s *corev1.Service) {
+		s.Spec.Type = corev1.ServiceTypeLoadBalancer
+		s.Spec.Ports[0].Port = 8081
+	}))
 	for _, s := range []string{"echo", "echo-local", "echo-weighted", "echo-lc", "echo-sticky", "echo-headless"} {
 		waitReadyEndpoints(t, cs, s, 3)
 	}
@@ -274,6 +283,56 @@ func TestServices(t *testing.T) {
 			t.Fatalf("pod reaching itself through its service: %q %v", out, err)
 		}
 	})
+	t.Run("unready backend leaves the rules", func(t *testing.T) {
+		if _, err := inPod(t, c, "", "client", "rm /tmp/ready"); err != nil {
+			t.Fatal(err)
+		}
+		waitReadyEndpoints(t, cs, "self", 0)
+		// The node's rules follow the slice: with no ready endpoint left the
+		// service rejects at once.
+		eventually(t, 10*time.Second, func() error {
+			out, _ := inPod(t, c, "", "client", "nc -w 5 self 80 </dev/null 2>&1; true")
+			if !strings.Contains(out, "refused") {
+				return fmt.Errorf("unready only backend: %q, want connection refused", out)
+			}
+			return nil
+		})
+		if _, err := inPod(t, c, "", "client", "touch /tmp/ready"); err != nil {
+			t.Fatal(err)
+		}
+		waitReadyEndpoints(t, cs, "self", 1)
+		eventually(t, 10*time.Second, func() error {
+			if out, _ := inPod(t, c, "", "client", "nc -w 5 self 80 </dev/null"); strings.TrimSpace(out) != "client" {
+				return fmt.Errorf("ready again: %q", out)
+			}
+			return nil
+		})
+	})
+	t.Run("LoadBalancer on the node addresses", func(t *testing.T) {
+		var ingress []string
+		eventually(t, 30*time.Second, func() error {
+			s, err := cs.CoreV1().Services("default").Get(ctx, lb.Name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			ingress = ingress[:0]
+			for _, in := range s.Status.LoadBalancer.Ingress {
+				ingress = append(ingress, in.IP)
+			}
+			if len(ingress) != 3 {
+				return fmt.Errorf("load balancer ingress %v, want the 3 node addresses", ingress)
+			}
+			return nil
+		})
+		for _, ip := range ingress {
+			eventually(t, 10*time.Second, func() error {
+				if body, _, err := httpFromLan(c, ip, 8081); !strings.HasPrefix(body, "echo-") {
+					return fmt.Errorf("LoadBalancer %s:8081 answered %q %v", ip, body, err)
+				}
+				return nil
+			})
+		}
+	})
 	t.Run("no endpoints rejects", func(t *testing.T) {
 		out, err := inPod(t, c, "", "client", fmt.Sprintf("nc -w 10 %s 80 </dev/null 2>&1; echo rc=$?", empty.Spec.ClusterIP))
 		if err != nil || !strings.Contains(out, "refused") {
@@ -283,18 +342,18 @@ func TestServices(t *testing.T) {
 	t.Run("NodePort from outside", func(t *testing.T) {
 		np := svc.Spec.Ports[0].NodePort
 		for _, n := range nodes {
-			body, _ := httpFromLan(t, c, node(t, c, n).IP, int(np))
+			body, _, err := httpFromLan(c, node(t, c, n).IP, int(np))
 			if !strings.HasPrefix(body, "echo-") {
-				t.Errorf("NodePort %d on %s: %q", np, n, body)
+				t.Errorf("NodePort %d on %s: %q %v", np, n, body, err)
 			}
 		}
 		// externalTrafficPolicy Local: the node's own backend answers and
 		// sees the client's address.
 		lnp := local.Spec.Ports[0].NodePort
 		for _, n := range nodes {
-			body, clientAddr := httpFromLan(t, c, node(t, c, n).IP, int(lnp))
+			body, clientAddr, err := httpFromLan(c, node(t, c, n).IP, int(lnp))
 			if !strings.HasPrefix(body, "echo-"+n+" ") {
-				t.Errorf("Local NodePort on %s answered %q", n, body)
+				t.Errorf("Local NodePort on %s answered %q %v", n, body, err)
 			}
 			if !strings.HasPrefix(clientAddr, c.State().BridgeIP+":") {
 				t.Errorf("Local NodePort on %s: backend saw client %q, want %s", n, clientAddr, c.State().BridgeIP)
@@ -372,14 +431,12 @@ func abs(x int) int {
 // httpFromLan makes one HTTP request from the lan namespace (outside the
 // cluster) and returns the body's first line and the client address the
 // backend saw (X-Client-Addr).
-func httpFromLan(t testing.TB, c *localcluster.Cluster, ip string, port int) (body, client string) {
-	t.Helper()
+func httpFromLan(c *localcluster.Cluster, ip string, port int) (body, client string, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	conn, err := c.DialContext(ctx, "tcp", netip.AddrPortFrom(netip.MustParseAddr(ip), uint16(port)).String())
 	if err != nil {
-		t.Errorf("dialing %s:%d from the lan: %v", ip, port, err)
-		return "", ""
+		return "", "", fmt.Errorf("dialing %s:%d from the lan: %w", ip, port, err)
 	}
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
@@ -398,5 +455,5 @@ func httpFromLan(t testing.TB, c *localcluster.Cluster, ip string, port int) (bo
 			break
 		}
 	}
-	return last, client
+	return last, client, nil
 }
