@@ -17,6 +17,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -132,7 +133,8 @@ var wantColumns = map[string][]col{
 		{"Name", "string", "name", 0}, {"Type", "string", "", 0}, {"Cluster-IP", "string", "", 0}, {"External-IP", "string", "", 0},
 		{"Port(s)", "string", "", 0}, {"Age", "string", "", 0}, {"Selector", "string", "", 1},
 	},
-	"/Endpoints": {{"Name", "string", "name", 0}, {"Endpoints", "string", "", 0}, {"Age", "string", "", 0}},
+	"/Endpoints":                     {{"Name", "string", "name", 0}, {"Endpoints", "string", "", 0}, {"Age", "string", "", 0}},
+	"discovery.k8s.io/EndpointSlice": {{"Name", "string", "name", 0}, {"AddressType", "string", "", 0}, {"Ports", "string", "", 0}, {"Endpoints", "string", "", 0}, {"Age", "string", "", 0}},
 	"/PersistentVolume": {
 		{"Name", "string", "name", 0}, {"Capacity", "string", "", 0}, {"Access Modes", "string", "", 0},
 		{"Reclaim Policy", "string", "", 0}, {"Status", "string", "", 0}, {"Claim", "string", "", 0},
@@ -1140,4 +1142,19 @@ func (c col) String() string {
 		return fmt.Sprintf("%s(%s,%s,p%d)", c.name, c.typ, c.format, c.priority)
 	}
 	return fmt.Sprintf("%s(%s,p%d)", c.name, c.typ, c.priority)
+}
+
+func TestEndpointSlice(t *testing.T) {
+	port := func(n int32) discoveryv1.EndpointPort { return discoveryv1.EndpointPort{Port: &n} }
+	name := "http"
+	ep := func(ips ...string) discoveryv1.Endpoint { return discoveryv1.Endpoint{Addresses: ips} }
+	runRows(t, []rowCase{
+		{name: "empty", obj: &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Name: "s", CreationTimestamp: soon}, AddressType: discoveryv1.AddressTypeIPv4},
+			want: []any{"s", "IPv4", "<unset>", "<unset>", "0s"}},
+		{name: "ports and endpoints", obj: &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Name: "s", CreationTimestamp: at(-5 * time.Minute)},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Ports:       []discoveryv1.EndpointPort{port(80), {Name: &name}, {}, port(443)},
+			Endpoints:   []discoveryv1.Endpoint{ep("10.0.0.1"), ep("10.0.0.2", "10.0.0.3"), ep("10.0.0.4"), ep("10.0.0.5")}},
+			want: []any{"s", "IPv4", "80,http,* + 1 more...", "10.0.0.1,10.0.0.2,10.0.0.3 + 2 more...", "5m"}},
+	})
 }
