@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"errors"
 	"math"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/shoal-dev/shoal/node/container"
+	"github.com/shoal-dev/shoal/node/state"
 )
 
 func TestExpand(t *testing.T) {
@@ -489,5 +491,77 @@ func TestContainerID(t *testing.T) {
 	}
 	if id := containerID(uid, strings.Repeat("n", 63), math.MaxInt32); len(id) > container.MaxIDLength {
 		t.Errorf("%s is longer than %d bytes", id, container.MaxIDLength)
+	}
+}
+
+// TestServiceEnv: the kubelet's service variables, overridable, usable in
+// $(VAR), and only the kubernetes service without service links.
+func TestServiceEnv(t *testing.T) {
+	store := state.NewStore(0)
+	prop := state.NewLocalProposer(state.NewFSM(store, nil))
+	svc := func(ns, name, ip string, ports ...corev1.ServicePort) *corev1.Service {
+		return &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+			Spec: corev1.ServiceSpec{ClusterIP: ip, Ports: ports}}
+	}
+	for _, s := range []*corev1.Service{
+		svc("default", "kubernetes", "10.43.0.1", corev1.ServicePort{Name: "https", Port: 443, Protocol: corev1.ProtocolTCP}),
+		svc("app", "my-db", "10.43.0.7", corev1.ServicePort{Name: "sql", Port: 5432, Protocol: corev1.ProtocolTCP},
+			corev1.ServicePort{Name: "metrics-port", Port: 9187, Protocol: corev1.ProtocolUDP}),
+		svc("app", "headless", "None", corev1.ServicePort{Port: 80, Protocol: corev1.ProtocolTCP}),
+		svc("other", "x", "10.43.0.8", corev1.ServicePort{Port: 80, Protocol: corev1.ProtocolTCP}),
+	} {
+		if _, err := prop.Propose(context.Background(), state.Create(s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "p"}}
+	c := &corev1.Container{Env: []corev1.EnvVar{
+		{Name: "DB", Value: "$(MY_DB_SERVICE_HOST):$(MY_DB_SERVICE_PORT_SQL)"},
+		{Name: "MY_DB_SERVICE_PORT", Value: "mine"},
+	}}
+	env, err := buildEnv(&specContext{store: store, pod: pod}, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		got[k] = v
+	}
+	for k, want := range map[string]string{
+		"DB":                              "10.43.0.7:5432",
+		"MY_DB_SERVICE_PORT":              "mine",
+		"MY_DB_SERVICE_HOST":              "10.43.0.7",
+		"MY_DB_SERVICE_PORT_METRICS_PORT": "9187",
+		"MY_DB_PORT":                      "tcp://10.43.0.7:5432",
+		"MY_DB_PORT_9187_UDP":             "udp://10.43.0.7:9187",
+		"MY_DB_PORT_9187_UDP_PROTO":       "udp",
+		"MY_DB_PORT_5432_TCP_ADDR":        "10.43.0.7",
+		"KUBERNETES_SERVICE_HOST":         "10.43.0.1",
+		"KUBERNETES_SERVICE_PORT_HTTPS":   "443",
+	} {
+		if got[k] != want {
+			t.Errorf("%s = %q, want %q", k, got[k], want)
+		}
+	}
+	if _, ok := got["HEADLESS_SERVICE_HOST"]; ok {
+		t.Error("headless service has variables")
+	}
+	if _, ok := got["X_SERVICE_HOST"]; ok {
+		t.Error("another namespace's service has variables")
+	}
+	if env[0] != "DB=10.43.0.7:5432" || env[1] != "MY_DB_SERVICE_PORT=mine" {
+		t.Errorf("the container's own variables come first: %v", env[:2])
+	}
+	off := false
+	pod.Spec.EnableServiceLinks = &off
+	env, _ = buildEnv(&specContext{store: store, pod: pod}, &corev1.Container{})
+	for _, kv := range env {
+		if !strings.HasPrefix(kv, "KUBERNETES_") {
+			t.Errorf("enableServiceLinks=false still has %s", kv)
+		}
+	}
+	if len(env) == 0 {
+		t.Error("enableServiceLinks=false lost the kubernetes service")
 	}
 }

@@ -6,12 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"sort"
 	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/shoal-dev/shoal/node/container"
@@ -137,11 +139,18 @@ func podHostname(pod *corev1.Pod) string {
 // $(NAME)).
 func buildEnv(sc *specContext, c *corev1.Container) ([]string, error) {
 	pod := sc.pod
-	vals := map[string]string{}
+	// Service variables come first so $(VAR) may use them, and go last in
+	// the environment, unless the container sets them itself.
+	vals := serviceEnv(sc.store, pod)
+	fromService := make(map[string]bool, len(vals))
+	for k := range vals {
+		fromService[k] = true
+	}
 	var order []string
 	set := func(k, v string) {
-		if _, ok := vals[k]; !ok {
+		if _, ok := vals[k]; !ok || fromService[k] {
 			order = append(order, k)
+			delete(fromService, k)
 		}
 		vals[k] = v
 	}
@@ -191,12 +200,67 @@ func buildEnv(sc *specContext, c *corev1.Container) ([]string, error) {
 			set(e.Name, v)
 		}
 	}
-	out := make([]string, 0, len(order))
-	for _, k := range order {
+	svcKeys := make([]string, 0, len(fromService))
+	for k := range fromService {
+		svcKeys = append(svcKeys, k)
+	}
+	sort.Strings(svcKeys)
+	out := make([]string, 0, len(order)+len(svcKeys))
+	for _, k := range append(order, svcKeys...) {
 		out = append(out, k+"="+vals[k])
 	}
 	return out, nil
 }
+
+// serviceEnv is what the kubelet tells a container about services: for
+// every service with a cluster IP in the pod's namespace (unless
+// enableServiceLinks is false) and always the default namespace's
+// `kubernetes` service, {NAME}_SERVICE_HOST, {NAME}_SERVICE_PORT(_{PORT}) and
+// the Docker-link style {NAME}_PORT… variables.
+func serviceEnv(store *state.Store, pod *corev1.Pod) map[string]string {
+	env := map[string]string{}
+	var svcs []*corev1.Service
+	links := pod.Spec.EnableServiceLinks == nil || *pod.Spec.EnableServiceLinks
+	if links {
+		objs, _ := store.List("services", pod.Namespace)
+		for _, o := range objs {
+			svcs = append(svcs, o.(*corev1.Service))
+		}
+	}
+	if !links || pod.Namespace != metav1.NamespaceDefault { // the API's own service, always
+		if o, ok := store.Get("services", metav1.NamespaceDefault, "kubernetes"); ok {
+			svcs = append(svcs, o.(*corev1.Service))
+		}
+	}
+	sort.Slice(svcs, func(i, j int) bool { return svcs[i].Name < svcs[j].Name })
+	for _, svc := range svcs {
+		ip := svc.Spec.ClusterIP
+		if ip == "" || ip == corev1.ClusterIPNone || svc.Spec.Type == corev1.ServiceTypeExternalName || len(svc.Spec.Ports) == 0 {
+			continue
+		}
+		name := envName(svc.Name)
+		first := svc.Spec.Ports[0]
+		env[name+"_SERVICE_HOST"] = ip
+		env[name+"_SERVICE_PORT"] = strconv.Itoa(int(first.Port))
+		env[name+"_PORT"] = fmt.Sprintf("%s://%s", strings.ToLower(string(first.Protocol)), net.JoinHostPort(ip, strconv.Itoa(int(first.Port))))
+		for _, p := range svc.Spec.Ports {
+			port := strconv.Itoa(int(p.Port))
+			proto := strings.ToLower(string(p.Protocol))
+			if p.Name != "" {
+				env[name+"_SERVICE_PORT_"+envName(p.Name)] = port
+			}
+			prefix := name + "_PORT_" + port + "_" + strings.ToUpper(proto)
+			env[prefix] = fmt.Sprintf("%s://%s", proto, net.JoinHostPort(ip, port))
+			env[prefix+"_PROTO"] = proto
+			env[prefix+"_PORT"] = port
+			env[prefix+"_ADDR"] = ip
+		}
+	}
+	return env
+}
+
+// envName turns a service or port name into a variable name part.
+func envName(s string) string { return strings.ToUpper(strings.ReplaceAll(s, "-", "_")) }
 
 // envValueFrom resolves one valueFrom; skip is set for an optional source
 // that is absent.
