@@ -44,7 +44,7 @@ func BenchmarkEncodeFull10k(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		t := newTxn()
-		if err := s.buildFull(t, rs); err != nil {
+		if err := s.buildFull(t, rs, shardCount(len(rs.Chains), portsPerShard), nil); err != nil {
 			b.Fatal(err)
 		}
 		if _, err := t.batch(); err != nil {
@@ -66,7 +66,7 @@ func BenchmarkEncodeOneChange10k(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		t := newTxn()
-		if err := s.buildIncremental(t, st, c); err != nil {
+		if _, err := s.buildIncremental(t, st, c, shardCount(len(st.ports), portsPerShard)); err != nil {
 			b.Fatal(err)
 		}
 		if _, err := t.batch(); err != nil {

@@ -53,7 +53,7 @@ func TestEncodeRuleMatchesLibrary(t *testing.T) {
 	if len(rules) < 18 {
 		t.Fatalf("only %d rule shapes", len(rules))
 	}
-	s := newSchema("shoal_svc")
+	s := newSchema("shoal_svc").shard(0)
 	for _, r := range rules {
 		b := newBatchBuilder()
 		b.AddRule(&nftables.Rule{Table: s.table, Chain: s.chain("svc-X"), Exprs: ruleExprs(r), UserData: comment(r.Comment)})
@@ -61,7 +61,7 @@ func TestEncodeRuleMatchesLibrary(t *testing.T) {
 		if err != nil || len(lib) != 1 {
 			t.Fatalf("library: %v (%d messages)", err, len(lib))
 		}
-		got := encodeRule(nil, "shoal_svc", "svc-X", r)
+		got := encodeRule(nil, "shoal_svc_00", "svc-X", r)
 		if !bytes.Equal(lib[0].Data, got) {
 			t.Errorf("rule %q:\nlibrary % x\ndirect  % x", r, lib[0].Data, got)
 		}
@@ -72,7 +72,7 @@ func TestEncodeRuleMatchesLibrary(t *testing.T) {
 	b := newBatchBuilder()
 	b.AddChain(s.chain("svc-X"))
 	lib, _ := b.take()
-	if got := encodeChain(nil, "shoal_svc", "svc-X"); !bytes.Equal(lib[0].Data, got) || lib[0].Header.Flags != chainFlags {
+	if got := encodeChain(nil, "shoal_svc_00", "svc-X"); !bytes.Equal(lib[0].Data, got) || lib[0].Header.Flags != chainFlags {
 		t.Errorf("chain:\nlibrary % x\ndirect  % x", lib[0].Data, got)
 	}
 }
@@ -82,9 +82,8 @@ func TestElementChunks(t *testing.T) {
 	cfg := genConfig(5000, 1)
 	rs := mustRender(t, cfg)
 	tx := newTxn()
-	s := newSchema("shoal_svc")
-	keys := sortedKeys(rs.ServiceIPs, cmpIPPort)
-	if err := addElems(tx.nft, s.serviceIPs, ipPortElems(keys, func(k ipPortKey) string { return rs.ServiceIPs[k] })); err != nil {
+	s := newSchema("shoal_svc").shard(0)
+	if err := addElems(tx.nft, s.serviceIPs, refElems(rs.asChange().AddServiceIPs, ipPortElem, false)); err != nil {
 		t.Fatal(err)
 	}
 	msgs, err := tx.batch()

@@ -134,11 +134,37 @@ func listTable(t *testing.T, ns *testNS, table string) string {
 	return normalizeListing(ns.run(t, "nft", "list", "table", "ip", table))
 }
 
+// proxyTables returns the names of the tables netproxy owns in ns (base
+// and shards), sorted.
+func proxyTables(t *testing.T, ns *testNS) []string {
+	t.Helper()
+	var names []string
+	for _, l := range strings.Split(ns.run(t, "nft", "list", "tables", "ip"), "\n") {
+		f := strings.Fields(l)
+		if len(f) == 3 && f[0] == "table" && f[1] == "ip" && (f[2] == DefaultTable || isShardTableName(DefaultTable, f[2])) {
+			names = append(names, f[2])
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// listTables lists every table netproxy owns in ns, normalized, in name
+// order.
+func listTables(t *testing.T, ns *testNS) string {
+	t.Helper()
+	var b strings.Builder
+	for _, name := range proxyTables(t, ns) {
+		b.WriteString(listTable(t, ns, name))
+	}
+	return b.String()
+}
+
 func goldenPath(name string) string { return filepath.Join("testdata", name+".nft") }
 
 func checkGolden(t *testing.T, ns *testNS, name, when string) {
 	t.Helper()
-	got := listTable(t, ns, DefaultTable)
+	got := listTables(t, ns)
 	if *update {
 		if err := os.WriteFile(goldenPath(name), []byte(got), 0o644); err != nil {
 			t.Fatal(err)
@@ -154,12 +180,19 @@ func checkGolden(t *testing.T, ns *testNS, name, when string) {
 	}
 }
 
+// testShards is the shard count of the golden and traffic tests: small
+// configurations get one shard in production; four spread their services
+// over several tables.
+const testShards = 4
+
+// newTestProxy is a Proxy for ns with testShards shard tables.
 func newTestProxy(t *testing.T, ns *testNS) *Proxy {
 	t.Helper()
 	p, err := New(Options{NetNS: ns.path})
 	if err != nil {
 		t.Fatal(err)
 	}
+	p.fixedShards = testShards
 	t.Cleanup(func() { p.Close() })
 	return p
 }
@@ -224,50 +257,61 @@ func TestGoldenIncremental(t *testing.T) {
 	}
 }
 
-// TestGoldenDirtyStart: a stale table from an earlier run (junk chains,
-// sets, rules) is replaced, and other tables are left alone.
+// TestGoldenDirtyStart: stale tables from an earlier run (junk chains,
+// sets, rules; shard tables of another shard count) are replaced or
+// deleted, and other tables, even with similar names, are left alone.
 func TestGoldenDirtyStart(t *testing.T) {
 	requireRoot(t)
 	ns := newTestNS(t)
-	stale := `table ip shoal_svc {
-	set junk { type ipv4_addr; elements = { 1.2.3.4 } }
+	junk := `	set junk { type ipv4_addr; elements = { 1.2.3.4 } }
 	map service-ips { type ipv4_addr : verdict; }
 	chain svc-OLDOLDOLD0 { ip daddr 1.2.3.4 drop; }
 	chain services { jump svc-OLDOLDOLD0; }
 	chain nat-prerouting { type nat hook prerouting priority dstnat; jump services; }
-}
-table ip other {
-	chain input { type filter hook input priority 0; tcp dport 22 accept; }
-}
 `
+	var stale strings.Builder
+	for _, name := range []string{"shoal_svc", "shoal_svc_01", "shoal_svc_09", "shoal_svc_123"} {
+		fmt.Fprintf(&stale, "table ip %s {\n%s}\n", name, junk)
+	}
+	others := []string{"ip other", "ip shoal_svc_x", "ip shoal_svcx", "ip shoal_svc_1", "ip shoal_svc_01x", "inet shoal_svc_02"}
+	for _, name := range others {
+		fmt.Fprintf(&stale, "table %s {\n\tchain input { type filter hook input priority 0; tcp dport 22 accept; }\n}\n", name)
+	}
 	f := filepath.Join(t.TempDir(), "stale.nft")
-	if err := os.WriteFile(f, []byte(stale), 0o644); err != nil {
+	if err := os.WriteFile(f, []byte(stale.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	ns.run(t, "nft", "-f", f)
-	other := ns.run(t, "nft", "list", "table", "ip", "other")
+	before := map[string]string{}
+	for _, name := range others {
+		before[name] = ns.run(t, append([]string{"nft", "list", "table"}, strings.Fields(name)...)...)
+	}
 
 	p := newTestProxy(t, ns)
 	mustSet(t, p, goldenConfigs()["a"])
-	checkGolden(t, ns, "a", "over a stale table")
-	if got := ns.run(t, "nft", "list", "table", "ip", "other"); got != other {
-		t.Errorf("another table changed:\n%s\nwas:\n%s", got, other)
+	checkGolden(t, ns, "a", "over stale tables")
+	for _, name := range others {
+		if got := ns.run(t, append([]string{"nft", "list", "table"}, strings.Fields(name)...)...); got != before[name] {
+			t.Errorf("table %s changed:\n%s\nwas:\n%s", name, got, before[name])
+		}
 	}
 }
 
 // TestConvergesAfterHandChanges: an incremental update that fails (the
-// table was deleted by hand) returns the error, and the next Set rebuilds
-// everything; Resync undoes rules added by hand.
+// tables were deleted by hand) returns the error, and the next Set
+// rebuilds everything; Resync undoes rules added by hand.
 func TestConvergesAfterHandChanges(t *testing.T) {
 	requireRoot(t)
 	cfgs := goldenConfigs()
 	ns := newTestNS(t)
 	p := newTestProxy(t, ns)
 	mustSet(t, p, cfgs["a"])
-	ns.run(t, "nft", "delete", "table", "ip", DefaultTable)
+	for _, name := range proxyTables(t, ns) {
+		ns.run(t, "nft", "delete", "table", "ip", name)
+	}
 	err := p.Set(context.Background(), cfgs["b"])
 	if err == nil {
-		t.Fatal("incremental update of a deleted table succeeded")
+		t.Fatal("incremental update of deleted tables succeeded")
 	}
 	if !strings.Contains(err.Error(), "incremental") {
 		t.Errorf("error does not say what failed: %v", err)
@@ -278,14 +322,20 @@ func TestConvergesAfterHandChanges(t *testing.T) {
 	}
 	checkGolden(t, ns, "b", "after a failed incremental update")
 
-	ns.run(t, "nft", "add", "rule", "ip", DefaultTable, "services", "ip", "daddr", "1.2.3.4", "drop")
+	for _, name := range proxyTables(t, ns) {
+		if name != DefaultTable {
+			ns.run(t, "nft", "add", "rule", "ip", name, "services", "ip", "daddr", "1.2.3.4", "drop")
+		}
+	}
+	ns.run(t, "nft", "add", "rule", "ip", DefaultTable, "nat-postrouting", "ip", "daddr", "1.2.3.4", "drop")
 	p.Resync()
 	mustSet(t, p, cfgs["b"])
-	checkGolden(t, ns, "b", "after Resync over a rule added by hand")
+	checkGolden(t, ns, "b", "after Resync over rules added by hand")
 }
 
 // TestCloseLeavesRulesRemoveDeletes: Close keeps the kernel's rules (a
-// restarted agent keeps serving); Remove deletes the table, twice is fine.
+// restarted agent keeps serving); Remove deletes every table netproxy
+// owns, whatever shard count built them; twice is fine.
 func TestCloseLeavesRulesRemoveDeletes(t *testing.T) {
 	requireRoot(t)
 	ns := newTestNS(t)
@@ -293,6 +343,7 @@ func TestCloseLeavesRulesRemoveDeletes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	p.fixedShards = testShards
 	mustSet(t, p, goldenConfigs()["a"])
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
@@ -302,13 +353,21 @@ func TestCloseLeavesRulesRemoveDeletes(t *testing.T) {
 	}
 	checkGolden(t, ns, "a", "after Close")
 
-	p2 := newTestProxy(t, ns)
+	ns.run(t, "nft", "add", "table", "ip", "other")
+	p2, err := New(Options{NetNS: ns.path}) // sized for no services: one shard
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p2.Close() })
 	for i := 0; i < 2; i++ {
 		if err := p2.Remove(); err != nil {
 			t.Fatalf("Remove #%d: %v", i+1, err)
 		}
 	}
-	if out, err := ns.try("nft", "list", "table", "ip", DefaultTable); err == nil {
-		t.Fatalf("table still there after Remove:\n%s", out)
+	if left := proxyTables(t, ns); len(left) > 0 {
+		t.Fatalf("tables still there after Remove: %v", left)
+	}
+	if _, err := ns.try("nft", "list", "table", "ip", "other"); err != nil {
+		t.Errorf("Remove deleted another table: %v", err)
 	}
 }

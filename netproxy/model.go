@@ -35,6 +35,21 @@ type protoPortKey struct {
 
 func (k protoPortKey) String() string { return fmt.Sprintf("%s . %d", protoName(k.Proto), k.Port) }
 
+// elemRef is an element of one of the verdict maps, as a change adds or
+// deletes it: its key and Ref, the chain it goes to (service-ips,
+// service-nodeports) or, for the reject maps, the hash of the service port
+// that owns it. Either names the service port whose shard table holds the
+// element.
+type elemRef[K comparable] struct {
+	Key K
+	Ref string
+}
+
+type (
+	ipRef   = elemRef[ipPortKey]
+	portRef = elemRef[protoPortKey]
+)
+
 func protoName(p Protocol) string { return strings.ToLower(string(p)) }
 
 // saddrMatch is a rule's optional test of the source address.
@@ -148,15 +163,17 @@ type leastConnPort struct {
 
 // ruleset is a flat view of the whole rendered dataplane (what the full
 // resync programs and what the tests inspect). The static skeleton (base
-// chains, reject chain, the shared sets and maps) is implied, apart from
-// the cluster CIDR the services chain marks with.
+// chains, reject chain, the per-table sets and maps) is implied, apart from
+// the cluster CIDR the services chain marks with. It does not depend on
+// the number of shards: every chain, set and element names the service
+// port whose shard holds it.
 type ruleset struct {
 	CIDR       netip.Prefix
-	Chains     map[string][]rule // svc-* and ext-* chains
-	ServiceIPs map[ipPortKey]string
-	NodePorts  map[protoPortKey]string
-	NoEPIPs    map[ipPortKey]struct{}
-	NoEPPorts  map[protoPortKey]struct{}
+	Chains     map[string][]rule       // svc-* and ext-* chains
+	ServiceIPs map[ipPortKey]string    // → target chain
+	NodePorts  map[protoPortKey]string // → target chain
+	NoEPIPs    map[ipPortKey]string    // → owner hash (reject)
+	NoEPPorts  map[protoPortKey]string // → owner hash (reject)
 	NodeIPs    map[netip.Addr]struct{}
 	Hairpin    map[netip.Addr]struct{} // endpoint IP → element IP . IP
 	Affinity   map[string]time.Duration
@@ -169,8 +186,8 @@ func newRuleset() *ruleset {
 		Chains:     map[string][]rule{},
 		ServiceIPs: map[ipPortKey]string{},
 		NodePorts:  map[protoPortKey]string{},
-		NoEPIPs:    map[ipPortKey]struct{}{},
-		NoEPPorts:  map[protoPortKey]struct{}{},
+		NoEPIPs:    map[ipPortKey]string{},
+		NoEPPorts:  map[protoPortKey]string{},
 		NodeIPs:    map[netip.Addr]struct{}{},
 		Hairpin:    map[netip.Addr]struct{}{},
 		Affinity:   map[string]time.Duration{},

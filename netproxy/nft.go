@@ -3,7 +3,6 @@ package netproxy
 import (
 	"net/netip"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/google/nftables"
@@ -12,7 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Names of the fixed parts of the table.
+// Names of the fixed parts of the tables.
 const (
 	setNodeIPs          = "node-ips"
 	setHairpin          = "hairpin"
@@ -47,62 +46,115 @@ var (
 	keyIPIPPort    = nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeIPAddr, nftables.TypeInetService)
 )
 
-// schema names the table and its shared sets for one Proxy.
+// schema names the tables of one Proxy: the base table (Options.Table)
+// with what all services share, and the shard tables prefix_00, prefix_01,
+// … with the service chains. Sets cannot be referenced across tables, so
+// every shard has its own verdict maps and its own copy of node-ips.
 type schema struct {
-	table                                                       *nftables.Table
-	nodeIPs, hairpin, serviceIPs, nodePorts, noEPIPs, noEPPorts *nftables.Set
+	prefix  string
+	base    *nftables.Table
+	hairpin *nftables.Set
+	shards  []*shardSchema // created on demand
 }
 
-func newSchema(table string) *schema {
-	t := &nftables.Table{Name: table, Family: nftables.TableFamilyIPv4}
-	vmap := func(id uint32, name string, key nftables.SetDatatype) *nftables.Set {
-		return &nftables.Set{Table: t, ID: id, Name: name, IsMap: true, KeyType: key, DataType: nftables.TypeVerdict,
-			Concatenation: true}
-	}
-	return &schema{
-		table:      t,
-		nodeIPs:    &nftables.Set{Table: t, ID: 1, Name: setNodeIPs, KeyType: nftables.TypeIPAddr},
-		hairpin:    &nftables.Set{Table: t, ID: 2, Name: setHairpin, KeyType: keyIPIP, Concatenation: true},
-		serviceIPs: vmap(3, mapServiceIPs, keyIPProtoPort),
-		nodePorts:  vmap(4, mapServiceNodePorts, keyProtoPort),
-		noEPIPs:    vmap(5, mapNoEPServices, keyIPProtoPort),
-		noEPPorts:  vmap(6, mapNoEPNodePorts, keyProtoPort),
-	}
+// shardSchema names one shard table and its sets.
+type shardSchema struct {
+	table                                              *nftables.Table
+	nodeIPs, serviceIPs, nodePorts, noEPIPs, noEPPorts *nftables.Set
 }
 
-func (s *schema) chain(name string) *nftables.Chain {
+func newSchema(prefix string) *schema {
+	t := &nftables.Table{Name: prefix, Family: nftables.TableFamilyIPv4}
+	return &schema{prefix: prefix, base: t,
+		hairpin: &nftables.Set{Table: t, Name: setHairpin, KeyType: keyIPIP, Concatenation: true}}
+}
+
+// shard returns the names of shard i.
+func (s *schema) shard(i int) *shardSchema {
+	for len(s.shards) <= i {
+		t := &nftables.Table{Name: shardTableName(s.prefix, len(s.shards)), Family: nftables.TableFamilyIPv4}
+		vmap := func(name string, key nftables.SetDatatype) *nftables.Set {
+			return &nftables.Set{Table: t, Name: name, IsMap: true, KeyType: key, DataType: nftables.TypeVerdict,
+				Concatenation: true}
+		}
+		s.shards = append(s.shards, &shardSchema{
+			table:      t,
+			nodeIPs:    &nftables.Set{Table: t, Name: setNodeIPs, KeyType: nftables.TypeIPAddr},
+			serviceIPs: vmap(mapServiceIPs, keyIPProtoPort),
+			nodePorts:  vmap(mapServiceNodePorts, keyProtoPort),
+			noEPIPs:    vmap(mapNoEPServices, keyIPProtoPort),
+			noEPPorts:  vmap(mapNoEPNodePorts, keyProtoPort),
+		})
+	}
+	return s.shards[i]
+}
+
+func (s *shardSchema) chain(name string) *nftables.Chain {
 	return &nftables.Chain{Name: name, Table: s.table}
 }
 
 // affinitySet is the dynamic set of sessionAffinity ClientIP entries for
 // one service port: client IP . endpoint IP . endpoint port, with the
 // affinity timeout.
-func (s *schema) affinitySet(name string, timeout time.Duration, id uint32) *nftables.Set {
-	return &nftables.Set{Table: s.table, ID: id, Name: name, KeyType: keyIPIPPort, Concatenation: true,
+func (s *shardSchema) affinitySet(name string, timeout time.Duration) *nftables.Set {
+	return &nftables.Set{Table: s.table, Name: name, KeyType: keyIPIPPort, Concatenation: true,
 		HasTimeout: true, Timeout: timeout.Round(time.Second), Dynamic: true, Size: 65535}
 }
 
-func baseChain(s *schema, name string, typ nftables.ChainType, hook *nftables.ChainHook, prio int32) *nftables.Chain {
+func baseChain(t *nftables.Table, name string, typ nftables.ChainType, hook *nftables.ChainHook, prio int32) *nftables.Chain {
 	accept := nftables.ChainPolicyAccept
-	return &nftables.Chain{Name: name, Table: s.table, Type: typ, Hooknum: hook,
+	return &nftables.Chain{Name: name, Table: t, Type: typ, Hooknum: hook,
 		Priority: nftables.ChainPriorityRef(nftables.ChainPriority(prio)), Policy: &accept}
 }
 
-// skeleton adds the static part of the table: shared sets and maps, base
-// chains and the chains they jump to.
-func (s *schema) skeleton(t *txn, cidr netip.Prefix) error {
+// addSet queues a new set with an ID unique in the transaction.
+func addSet(t *txn, set *nftables.Set) error {
+	set.ID = t.setID()
+	return t.nft.AddSet(set, nil)
+}
+
+// baseSkeleton adds the base table's content: the hairpin set and
+// nat-postrouting, which masquerades hairpin traffic and packets the shard
+// chains marked (the packet mark travels with the packet from table to
+// table).
+func (s *schema) baseSkeleton(t *txn) error {
 	b := t.nft
-	for _, set := range []*nftables.Set{s.nodeIPs, s.hairpin, s.serviceIPs, s.nodePorts, s.noEPIPs, s.noEPPorts} {
-		if err := b.AddSet(set, nil); err != nil {
+	if err := addSet(t, s.hairpin); err != nil {
+		return err
+	}
+	post := baseChain(s.base, chainNatPostrouting, nftables.ChainTypeNAT, nftables.ChainHookPostrouting, 100)
+	b.AddChain(post)
+	add := func(e ...expr.Any) { b.AddRule(&nftables.Rule{Table: s.base, Chain: post, Exprs: e}) }
+	// ip saddr . ip daddr @hairpin masquerade fully-random
+	add(loadSaddr(reg1), loadDaddr(reg32_1),
+		&expr.Lookup{SourceRegister: reg1, SetName: setHairpin}, &expr.Masq{FullyRandom: true})
+	// meta mark & 0x4000 == 0x4000 meta mark set meta mark ^ 0x4000 masquerade fully-random
+	add(&expr.Meta{Key: expr.MetaKeyMARK, Register: reg1},
+		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(masqMark), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: binaryutil.NativeEndian.PutUint32(masqMark)},
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: reg1},
+		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(^uint32(0)), Xor: binaryutil.NativeEndian.PutUint32(masqMark)},
+		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: reg1},
+		&expr.Masq{FullyRandom: true})
+	return nil
+}
+
+// skeleton adds the static part of a shard table: its sets and maps, base
+// chains and the chains they jump to.
+func (s *shardSchema) skeleton(t *txn, cidr netip.Prefix) error {
+	b := t.nft
+	for _, set := range []*nftables.Set{s.nodeIPs, s.serviceIPs, s.nodePorts, s.noEPIPs, s.noEPPorts} {
+		if err := addSet(t, set); err != nil {
 			return err
 		}
 	}
 	chains := []*nftables.Chain{
-		baseChain(s, chainNatPrerouting, nftables.ChainTypeNAT, nftables.ChainHookPrerouting, -100),
-		baseChain(s, chainNatOutput, nftables.ChainTypeNAT, nftables.ChainHookOutput, -100),
-		baseChain(s, chainNatPostrouting, nftables.ChainTypeNAT, nftables.ChainHookPostrouting, 100),
-		baseChain(s, chainFilterPrerouting, nftables.ChainTypeFilter, nftables.ChainHookPrerouting, filterPriority),
-		baseChain(s, chainFilterOutput, nftables.ChainTypeFilter, nftables.ChainHookOutput, filterPriority),
+		baseChain(s.table, chainNatPrerouting, nftables.ChainTypeNAT, nftables.ChainHookPrerouting, -100),
+		baseChain(s.table, chainNatOutput, nftables.ChainTypeNAT, nftables.ChainHookOutput, -100),
+		baseChain(s.table, chainFilterPrerouting, nftables.ChainTypeFilter, nftables.ChainHookPrerouting, filterPriority),
+		baseChain(s.table, chainFilterOutput, nftables.ChainTypeFilter, nftables.ChainHookOutput, filterPriority),
 		s.chain(chainServices), s.chain(chainEndpointsCheck), s.chain(chainReject),
 	}
 	for _, c := range chains {
@@ -140,6 +192,7 @@ func (s *schema) skeleton(t *txn, cidr netip.Prefix) error {
 		// Traffic to a service from outside the cluster is masqueraded;
 		// a membership test of the map here saves a rule in every
 		// service chain (externalTrafficPolicy Local chains clear it).
+		// Only the shard holding the address's element matches.
 		e := matchSaddr(cidr, false)
 		e = append(e, loadDaddr(reg1), loadL4proto(reg32_1), loadDport(reg32_2),
 			&expr.Lookup{SourceRegister: reg1, SetName: mapServiceIPs})
@@ -152,26 +205,11 @@ func (s *schema) skeleton(t *txn, cidr netip.Prefix) error {
 
 	add(chainReject, append(matchProto(TCP), &expr.Reject{Type: unix.NFT_REJECT_TCP_RST})...)
 	add(chainReject, &expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: icmpPortUnreachable})
-
-	// ip saddr . ip daddr @hairpin masquerade fully-random
-	add(chainNatPostrouting, loadSaddr(reg1), loadDaddr(reg32_1),
-		&expr.Lookup{SourceRegister: reg1, SetName: setHairpin}, &expr.Masq{FullyRandom: true})
-	// meta mark & 0x4000 == 0x4000 meta mark set meta mark ^ 0x4000 masquerade fully-random
-	add(chainNatPostrouting,
-		&expr.Meta{Key: expr.MetaKeyMARK, Register: reg1},
-		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4,
-			Mask: binaryutil.NativeEndian.PutUint32(masqMark), Xor: make([]byte, 4)},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: binaryutil.NativeEndian.PutUint32(masqMark)},
-		&expr.Meta{Key: expr.MetaKeyMARK, Register: reg1},
-		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4,
-			Mask: binaryutil.NativeEndian.PutUint32(^uint32(0)), Xor: binaryutil.NativeEndian.PutUint32(masqMark)},
-		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: reg1},
-		&expr.Masq{FullyRandom: true})
 	return nil
 }
 
 // addRules appends a service chain's rules.
-func (s *schema) addRules(t *txn, name string, rules []rule) {
+func (s *shardSchema) addRules(t *txn, name string, rules []rule) {
 	for _, r := range rules {
 		t.rule(s.table.Name, name, r)
 	}
@@ -229,18 +267,16 @@ func chunk(elems []nftables.SetElement, send func([]nftables.SetElement) error) 
 	return nil
 }
 
-func ipPortElems(keys []ipPortKey, target func(ipPortKey) string) []nftables.SetElement {
-	out := make([]nftables.SetElement, 0, len(keys))
-	for _, k := range keys {
-		out = append(out, gotoElem(ipPortElem(k), target(k)))
-	}
-	return out
-}
-
-func protoPortElems(keys []protoPortKey, target func(protoPortKey) string) []nftables.SetElement {
-	out := make([]nftables.SetElement, 0, len(keys))
-	for _, k := range keys {
-		out = append(out, gotoElem(protoPortElem(k), target(k)))
+// refElems turns map elements into set elements: to the chain they name
+// (service maps) or, with reject, to reject-chain.
+func refElems[K comparable](refs []elemRef[K], encode func(K) []byte, reject bool) []nftables.SetElement {
+	out := make([]nftables.SetElement, 0, len(refs))
+	for _, r := range refs {
+		to := r.Ref
+		if reject {
+			to = chainReject
+		}
+		out = append(out, gotoElem(encode(r.Key), to))
 	}
 	return out
 }
@@ -261,8 +297,6 @@ func hairpinElems(addrs []netip.Addr) []nftables.SetElement {
 	return out
 }
 
-func toReject[K any](K) string { return chainReject }
-
 func sortedKeys[K comparable, V any](m map[K]V, cmp func(a, b K) int) []K {
 	out := make([]K, 0, len(m))
 	for k := range m {
@@ -270,121 +304,4 @@ func sortedKeys[K comparable, V any](m map[K]V, cmp func(a, b K) int) []K {
 	}
 	slices.SortFunc(out, cmp)
 	return out
-}
-
-// buildFull encodes a full resync: create the table if missing, delete it
-// and build it again from rs, all in one transaction.
-func (s *schema) buildFull(t *txn, rs *ruleset) error {
-	b := t.nft
-	b.AddTable(s.table)
-	b.DelTable(s.table)
-	b.AddTable(s.table)
-	if err := s.skeleton(t, rs.CIDR); err != nil {
-		return err
-	}
-	id := uint32(100)
-	for _, name := range sortedKeys(rs.Affinity, strings.Compare) {
-		id++
-		if err := b.AddSet(s.affinitySet(name, rs.Affinity[name], id), nil); err != nil {
-			return err
-		}
-	}
-	names := sortedKeys(rs.Chains, strings.Compare)
-	for _, name := range names {
-		t.chain(s.table.Name, name)
-	}
-	for _, name := range names {
-		s.addRules(t, name, rs.Chains[name])
-	}
-	return s.addElements(t, rs.ServiceIPs, rs.NodePorts,
-		sortedKeys(rs.ServiceIPs, cmpIPPort), sortedKeys(rs.NodePorts, cmpProtoPort),
-		sortedKeys(rs.NoEPIPs, cmpIPPort), sortedKeys(rs.NoEPPorts, cmpProtoPort),
-		sortedKeys(rs.NodeIPs, netip.Addr.Compare), sortedKeys(rs.Hairpin, netip.Addr.Compare))
-}
-
-// addElements adds the given elements of rs to the shared sets and maps.
-func (s *schema) addElements(t *txn, svcTargets map[ipPortKey]string, npTargets map[protoPortKey]string, svcIPs []ipPortKey, nodePorts []protoPortKey,
-	noEPIPs []ipPortKey, noEPPorts []protoPortKey, nodeIPs, hairpin []netip.Addr) error {
-	for _, step := range []struct {
-		set   *nftables.Set
-		elems []nftables.SetElement
-	}{
-		{s.serviceIPs, ipPortElems(svcIPs, func(k ipPortKey) string { return svcTargets[k] })},
-		{s.nodePorts, protoPortElems(nodePorts, func(k protoPortKey) string { return npTargets[k] })},
-		{s.noEPIPs, ipPortElems(noEPIPs, toReject)},
-		{s.noEPPorts, protoPortElems(noEPPorts, toReject)},
-		{s.nodeIPs, addrElems(nodeIPs)},
-		{s.hairpin, hairpinElems(hairpin)},
-	} {
-		if len(step.elems) == 0 {
-			continue
-		}
-		if err := addElems(t.nft, step.set, step.elems); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// buildIncremental encodes the change from old to cur. Order matters: map
-// elements that point at chains go before the chains, chains are flushed
-// (dropping their references to other chains and sets) before anything is
-// deleted, and new chains and sets exist before rules and elements refer to
-// them.
-func (s *schema) buildIncremental(t *txn, st *state, c *change) error {
-	b := t.nft
-	for _, step := range []struct {
-		set   *nftables.Set
-		elems []nftables.SetElement
-	}{
-		{s.serviceIPs, ipPortElems(c.DelServiceIPs, toReject)}, // deletes need keys only
-		{s.nodePorts, protoPortElems(c.DelNodePorts, toReject)},
-		{s.noEPIPs, ipPortElems(c.DelNoEPIPs, toReject)},
-		{s.noEPPorts, protoPortElems(c.DelNoEPPorts, toReject)},
-		{s.nodeIPs, addrElems(c.DelNodeIPs)},
-		{s.hairpin, hairpinElems(c.DelHairpin)},
-	} {
-		if len(step.elems) == 0 {
-			continue
-		}
-		if err := delElems(b, step.set, step.elems); err != nil {
-			return err
-		}
-	}
-	for _, name := range c.FlushChains {
-		b.FlushChain(s.chain(name))
-	}
-	for _, name := range c.DelChains {
-		b.FlushChain(s.chain(name))
-	}
-	for _, name := range c.DelChains {
-		b.DelChain(s.chain(name))
-	}
-	for _, name := range c.DelSets {
-		b.DelSet(&nftables.Set{Table: s.table, Name: name})
-	}
-	id := uint32(100)
-	for _, name := range c.AddSets {
-		id++
-		if err := b.AddSet(s.affinitySet(name, st.affinity(name), id), nil); err != nil {
-			return err
-		}
-	}
-	for _, name := range c.AddChains {
-		t.chain(s.table.Name, name)
-	}
-	for _, name := range c.AddChains {
-		s.addRules(t, name, st.chainRules(name))
-	}
-	for _, name := range c.FlushChains {
-		s.addRules(t, name, st.chainRules(name))
-	}
-	return s.addElements(t, st.serviceIPs, st.nodePorts, c.AddServiceIPs, c.AddNodePorts, c.AddNoEPIPs, c.AddNoEPPorts, c.AddNodeIPs, c.AddHairpin)
-}
-
-// buildRemove deletes the table (creating it first, so the delete cannot
-// fail when it is already gone).
-func (s *schema) buildRemove(t *txn) {
-	t.nft.AddTable(s.table)
-	t.nft.DelTable(s.table)
 }

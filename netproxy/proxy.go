@@ -30,10 +30,15 @@ type Proxy struct {
 	nsfd   int // -1: the caller's namespace
 	sock   *nfSocket
 	schema *schema
+	// perShard sizes the shard tables (service ports per table);
+	// fixedShards > 0 overrides the sizing (tests).
+	perShard, fixedShards int
 
 	mu         sync.Mutex
 	state      *state    // the desired dataplane, as of the last Set
 	inSync     bool      // the kernel holds state; false: the next Set is a full resync
+	shards     int       // shard tables built by the last full resync
+	touched    int       // shard tables the last transaction touched
 	pendingUDP *udpFlush // conntrack cleanup not yet done
 	logged     map[string]struct{}
 	dials      *socketMaker
@@ -49,7 +54,7 @@ type Stats struct {
 	Full     bool          // it was a full resync
 	Messages int           // netlink messages in the transaction (0: nothing changed)
 	Render   time.Duration // rendering and diffing
-	Kernel   time.Duration // encoding, sending and the kernel's commit
+	Kernel   time.Duration // encoding, sending and the kernel's commit (full resync: and listing the tables)
 }
 
 // New opens the namespace (Options.NetNS) and a netfilter socket in it. It
@@ -58,8 +63,8 @@ func New(opts Options) (*Proxy, error) {
 	if opts.Table == "" {
 		opts.Table = DefaultTable
 	}
-	if len(opts.Table) > 255 {
-		return nil, fmt.Errorf("netproxy: table name %q too long", opts.Table)
+	if len(opts.Table) > maxTableName {
+		return nil, fmt.Errorf("netproxy: table name %q too long (at most %d bytes: shard tables add a suffix)", opts.Table, maxTableName)
 	}
 	log := opts.Log
 	if log == nil {
@@ -77,15 +82,17 @@ func New(opts Options) (*Proxy, error) {
 		return nil, fmt.Errorf("netproxy: %w", err)
 	}
 	return &Proxy{
-		opts: opts, log: log, nsfd: nsfd, sock: sock, schema: newSchema(opts.Table),
+		opts: opts, log: log, nsfd: nsfd, sock: sock, schema: newSchema(opts.Table), perShard: portsPerShard,
 		logged: map[string]struct{}{}, lc: map[string]*lcProxy{}, state: newState(), pendingUDP: newUDPFlush(),
 	}, nil
 }
 
 // Set converges the kernel to cfg. The first call (and the first after a
-// failure or Resync) replaces the whole table in one transaction; later
-// calls send only what changed since the last successful call. It is cheap
-// when nothing changed and safe to call often.
+// failure or Resync) replaces all of netproxy's tables in one transaction;
+// later calls send only what changed since the last successful call, to
+// the tables that hold it. It is cheap when nothing changed and safe to
+// call often. When the services outgrow the shard tables, Set rebuilds
+// everything over twice as many.
 func (p *Proxy) Set(ctx context.Context, cfg Config) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -100,18 +107,29 @@ func (p *Proxy) Set(ctx context.Context, cfg Config) error {
 	p.logSkipped(skipped)
 	p.pendingUDP.merge(c.UDP)
 
-	full := !p.inSync || c.CIDR
+	want := p.shardsFor(len(p.state.ports))
+	full := !p.inSync || c.CIDR || want > p.shards
 	if !full && c.empty() {
 		p.stats = Stats{Render: time.Since(start)}
+		p.touched = 0
 		p.afterApply()
 		return nil
 	}
 	b := newTxn()
+	n, touched := p.shards, 0
+	var listing time.Duration
 	var err error
 	if full {
-		err = p.schema.buildFull(b, p.state.view())
+		n, touched = want, want
+		var stale []string
+		listStart := time.Now()
+		stale, err = p.staleTables(n)
+		listing = time.Since(listStart)
+		if err == nil {
+			err = p.schema.buildFull(b, p.state.view(), n, stale)
+		}
 	} else {
-		err = p.schema.buildIncremental(b, p.state, c)
+		touched, err = p.schema.buildIncremental(b, p.state, c, n)
 	}
 	rendered := time.Now()
 	var msgs []netlink.Message
@@ -121,20 +139,55 @@ func (p *Proxy) Set(ctx context.Context, cfg Config) error {
 	if err == nil {
 		err = p.sock.send(msgs)
 	}
-	p.stats = Stats{Full: full, Messages: max(len(msgs)-2, 0), Render: rendered.Sub(start), Kernel: time.Since(rendered)}
+	p.stats = Stats{Full: full, Messages: max(len(msgs)-2, 0), Render: rendered.Sub(start) - listing,
+		Kernel: time.Since(rendered) + listing}
 	if err != nil {
 		p.inSync = false // the next Set starts over with a full resync
 		kind := "incremental update"
 		if full {
 			kind = "full resync"
 		}
-		return fmt.Errorf("netproxy: %s of table %s: %w", kind, p.opts.Table, err)
+		return fmt.Errorf("netproxy: %s of tables %s*: %w", kind, p.opts.Table, err)
 	}
-	p.inSync = true
+	p.inSync, p.touched = true, touched
+	if full && n != p.shards {
+		p.log.Info("netproxy: service chains sharded", "tables", n, "servicePorts", len(p.state.ports))
+	}
+	if full {
+		p.shards = n
+	}
 	p.afterApply()
-	p.log.Debug("netproxy: applied", "full", full, "messages", p.stats.Messages,
+	p.log.Debug("netproxy: applied", "full", full, "messages", p.stats.Messages, "shardTables", touched,
 		"render", p.stats.Render, "kernel", p.stats.Kernel)
 	return nil
+}
+
+// shardsFor is the shard count for the given number of service ports.
+func (p *Proxy) shardsFor(ports int) int {
+	if p.fixedShards > 0 {
+		return p.fixedShards
+	}
+	return shardCount(ports, p.perShard)
+}
+
+// staleTables lists the shard tables in the kernel that a full resync
+// over n shards must delete.
+func (p *Proxy) staleTables(n int) ([]string, error) {
+	names, err := listShardTables(p.nsfd, p.opts.Table)
+	if err != nil {
+		return nil, err
+	}
+	current := make(map[string]bool, n)
+	for i := 0; i < n; i++ {
+		current[shardTableName(p.opts.Table, i)] = true
+	}
+	var stale []string
+	for _, name := range names {
+		if !current[name] {
+			stale = append(stale, name)
+		}
+	}
+	return stale, nil
 }
 
 // afterApply runs once the kernel has the state: it stops unused
@@ -174,7 +227,10 @@ func (p *Proxy) Resync() {
 }
 
 // Close stops the least-conn proxies and releases the sockets. It LEAVES
-// the rules in the kernel: a restarted agent keeps serving meanwhile.
+// the rules in the kernel: a restarted agent keeps serving meanwhile,
+// except least-conn service ports, whose rules redirect to the proxies
+// that Close stopped: their connections fail until the next Proxy's first
+// Set starts new proxies.
 func (p *Proxy) Close() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -196,8 +252,9 @@ func (p *Proxy) Close() error {
 	return err
 }
 
-// Remove deletes the table (for `shoal leave` and tests) and stops the
-// least-conn proxies. A later Set builds everything again.
+// Remove deletes netproxy's tables, the base table and every shard table
+// (for `shoal leave` and tests), and stops the least-conn proxies. A later
+// Set builds everything again.
 func (p *Proxy) Remove() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -206,15 +263,20 @@ func (p *Proxy) Remove() error {
 	}
 	p.stopAllLeastConn()
 	p.inSync = false
-	b := newTxn()
-	p.schema.buildRemove(b)
-	msgs, err := b.batch()
+	shards, err := listShardTables(p.nsfd, p.opts.Table)
 	if err == nil {
-		err = p.sock.send(msgs)
+		b := newTxn()
+		p.schema.buildRemove(b, shards)
+		var msgs []netlink.Message
+		msgs, err = b.batch()
+		if err == nil {
+			err = p.sock.send(msgs)
+		}
 	}
 	if err != nil {
-		return fmt.Errorf("netproxy: removing table %s: %w", p.opts.Table, err)
+		return fmt.Errorf("netproxy: removing tables %s*: %w", p.opts.Table, err)
 	}
+	p.shards = 0
 	return nil
 }
 

@@ -171,10 +171,25 @@ service-nodeports tcp . 30080 : goto ext-PK5WNJDG7Q
 			s.ExternalIPs = []netip.Addr{a4("192.168.1.100")}
 			return Config{ClusterCIDR: cidr, Services: []Service{s}}
 		}(),
-		want: `no-endpoint-nodeports tcp . 30080
-no-endpoint-services 10.43.0.10 . tcp . 80
-no-endpoint-services 192.168.1.100 . tcp . 80
+		want: `no-endpoint-nodeports tcp . 30080 (owner PK5WNJDG7Q)
+no-endpoint-services 10.43.0.10 . tcp . 80 (owner PK5WNJDG7Q)
+no-endpoint-services 192.168.1.100 . tcp . 80 (owner PK5WNJDG7Q)
 `,
+	}, {
+		name: "several ports without endpoints claim one address: the lowest ID owns the reject (its shard holds it)",
+		cfg: Config{Services: []Service{
+			{Namespace: "b", Name: "second", ClusterIPs: []netip.Addr{a4("10.43.0.10")},
+				Ports: []Port{{Name: "http", Protocol: TCP, Port: 80, NodePort: 30080}}},
+			{Namespace: "a", Name: "first", ClusterIPs: []netip.Addr{a4("10.43.0.10")},
+				Ports: []Port{{Name: "http", Protocol: TCP, Port: 80, NodePort: 30080}}},
+		}},
+		want: `no-endpoint-nodeports tcp . 30080 (owner WTMMNZMXEX)
+no-endpoint-services 10.43.0.10 . tcp . 80 (owner WTMMNZMXEX)
+`,
+		skipped: []string{
+			`10.43.0.10 . tcp . 80 is claimed by a/first:http/tcp, b/second:http/tcp; it goes to "reject (no endpoints)"`,
+			`node port tcp . 30080 is claimed by a/first:http/tcp, b/second:http/tcp; it goes to "reject (no endpoints)"`,
+		},
 	}, {
 		name: "least connections: the chain redirects to the proxy; UDP falls back to round robin",
 		cfg: Config{Services: []Service{{

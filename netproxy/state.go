@@ -22,25 +22,27 @@ type state struct {
 
 	// Claims on shared keys, resolved to the map elements below: the
 	// lowest port ID with endpoints wins; if no claimant has endpoints, the
-	// key rejects.
+	// key rejects, in the shard of the lowest claimant.
 	ipClaims map[ipPortKey][]claim
 	npClaims map[protoPortKey][]claim
 	hairpin  map[netip.Addr]int // endpoint IP → local endpoints using it
 
-	serviceIPs map[ipPortKey]string
-	noEPIPs    map[ipPortKey]struct{}
-	nodePorts  map[protoPortKey]string
-	noEPPorts  map[protoPortKey]struct{}
+	serviceIPs map[ipPortKey]string    // → target chain
+	noEPIPs    map[ipPortKey]string    // → owner hash
+	nodePorts  map[protoPortKey]string // → target chain
+	noEPPorts  map[protoPortKey]string // → owner hash
 
 	// last[i] are the entries of Config.Services[i] at the last update, so
 	// an unchanged service is recognised by position, without hashing.
 	last, spare [][]*portEntry
 }
 
-// claim is a port's wish for a shared key: target chain, "" = reject.
+// claim is a port's wish for a shared key: target chain, "" = reject;
+// hash is the claiming port's chain hash.
 type claim struct {
 	id     string
 	target string
+	hash   string
 }
 
 // portEntry is one service port: its input (copied) and its rendering.
@@ -60,21 +62,23 @@ func newState() *state {
 		npClaims:   map[protoPortKey][]claim{},
 		hairpin:    map[netip.Addr]int{},
 		serviceIPs: map[ipPortKey]string{},
-		noEPIPs:    map[ipPortKey]struct{}{},
+		noEPIPs:    map[ipPortKey]string{},
 		nodePorts:  map[protoPortKey]string{},
-		noEPPorts:  map[protoPortKey]struct{}{},
+		noEPPorts:  map[protoPortKey]string{},
 	}
 }
 
 // change is what an incremental transaction does to go from the previous
 // state to the new one. Every list is sorted, so transactions are
-// deterministic.
+// deterministic. Elements, chains and sets name the service port whose
+// shard holds them; node IPs go to every shard, hairpin pairs to the base
+// table.
 type change struct {
 	CIDR                         bool // the cluster CIDR changed (the skeleton depends on it)
-	DelServiceIPs, AddServiceIPs []ipPortKey
-	DelNodePorts, AddNodePorts   []protoPortKey
-	DelNoEPIPs, AddNoEPIPs       []ipPortKey
-	DelNoEPPorts, AddNoEPPorts   []protoPortKey
+	DelServiceIPs, AddServiceIPs []ipRef
+	DelNodePorts, AddNodePorts   []portRef
+	DelNoEPIPs, AddNoEPIPs       []ipRef
+	DelNoEPPorts, AddNoEPPorts   []portRef
 	DelNodeIPs, AddNodeIPs       []netip.Addr
 	DelHairpin, AddHairpin       []netip.Addr
 	DelSets, AddSets             []string // affinity sets (a changed timeout is both)
@@ -296,7 +300,7 @@ func (u *updater) replace(old, cur *portOut) {
 		u.ips[c.Key] = true
 	}
 	for _, c := range n.IPs {
-		s.ipClaims[c.Key] = append(s.ipClaims[c.Key], claim{n.ID, c.Target})
+		s.ipClaims[c.Key] = append(s.ipClaims[c.Key], claim{n.ID, c.Target, n.Hash})
 		u.ips[c.Key] = true
 	}
 	if o.NodePort.Port != 0 {
@@ -304,7 +308,7 @@ func (u *updater) replace(old, cur *portOut) {
 		u.nps[o.NodePort] = true
 	}
 	if n.NodePort.Port != 0 {
-		s.npClaims[n.NodePort] = append(s.npClaims[n.NodePort], claim{n.ID, n.NodeTarget})
+		s.npClaims[n.NodePort] = append(s.npClaims[n.NodePort], claim{n.ID, n.NodeTarget, n.Hash})
 		u.nps[n.NodePort] = true
 	}
 	for _, ip := range o.Hairpin {
@@ -336,21 +340,26 @@ func dropClaim(cs []claim, id, target string) []claim {
 }
 
 // winner resolves a key's claims: the target of the lowest ID with
-// endpoints, "" (reject) if none has endpoints; ok is false without claims.
-func winner(cs []claim) (target string, ok bool) {
+// endpoints, or "" (reject) if none has endpoints, with the hash of the
+// winning port (the owner: its shard holds the element); ok is false
+// without claims.
+func winner(cs []claim) (target, owner string, ok bool) {
 	if len(cs) == 0 {
-		return "", false
+		return "", "", false
 	}
-	best := -1
+	best, low := -1, 0
 	for i, c := range cs {
 		if c.target != "" && (best < 0 || c.id < cs[best].id) {
 			best = i
 		}
+		if c.id < cs[low].id {
+			low = i
+		}
 	}
 	if best < 0 {
-		return "", true
+		return "", cs[low].hash, true
 	}
-	return cs[best].target, true
+	return cs[best].target, cs[best].hash, true
 }
 
 // noteConflict reports a key claimed by more than one service port.
@@ -363,7 +372,7 @@ func (u *updater) noteConflict(what string, cs []claim) {
 		ids = append(ids, c.id)
 	}
 	slices.Sort(ids)
-	target, _ := winner(cs)
+	target, _, _ := winner(cs)
 	u.skip("%s is claimed by %s; it goes to %q", what, strings.Join(ids, ", "), cmp.Or(target, "reject (no endpoints)"))
 }
 
@@ -372,55 +381,11 @@ func (u *updater) resolve() {
 	s, c := u.s, u.c
 	for k := range u.ips {
 		u.noteConflict(k.String(), s.ipClaims[k])
-		target, ok := winner(s.ipClaims[k])
-		if !ok {
-			delete(s.ipClaims, k)
-		}
-		oldT, wasSvc := s.serviceIPs[k]
-		_, wasRej := s.noEPIPs[k]
-		isSvc, isRej := ok && target != "", ok && target == ""
-		if wasSvc && (!isSvc || oldT != target) {
-			c.DelServiceIPs = append(c.DelServiceIPs, k)
-			delete(s.serviceIPs, k)
-		}
-		if wasRej && !isRej {
-			c.DelNoEPIPs = append(c.DelNoEPIPs, k)
-			delete(s.noEPIPs, k)
-		}
-		if isSvc && (!wasSvc || oldT != target) {
-			c.AddServiceIPs = append(c.AddServiceIPs, k)
-			s.serviceIPs[k] = target
-		}
-		if isRej && !wasRej {
-			c.AddNoEPIPs = append(c.AddNoEPIPs, k)
-			s.noEPIPs[k] = struct{}{}
-		}
+		resolveKey(k, s.ipClaims, s.serviceIPs, s.noEPIPs, &c.DelServiceIPs, &c.AddServiceIPs, &c.DelNoEPIPs, &c.AddNoEPIPs)
 	}
 	for k := range u.nps {
 		u.noteConflict("node port "+k.String(), s.npClaims[k])
-		target, ok := winner(s.npClaims[k])
-		if !ok {
-			delete(s.npClaims, k)
-		}
-		oldT, wasSvc := s.nodePorts[k]
-		_, wasRej := s.noEPPorts[k]
-		isSvc, isRej := ok && target != "", ok && target == ""
-		if wasSvc && (!isSvc || oldT != target) {
-			c.DelNodePorts = append(c.DelNodePorts, k)
-			delete(s.nodePorts, k)
-		}
-		if wasRej && !isRej {
-			c.DelNoEPPorts = append(c.DelNoEPPorts, k)
-			delete(s.noEPPorts, k)
-		}
-		if isSvc && (!wasSvc || oldT != target) {
-			c.AddNodePorts = append(c.AddNodePorts, k)
-			s.nodePorts[k] = target
-		}
-		if isRej && !wasRej {
-			c.AddNoEPPorts = append(c.AddNoEPPorts, k)
-			s.noEPPorts[k] = struct{}{}
-		}
+		resolveKey(k, s.npClaims, s.nodePorts, s.noEPPorts, &c.DelNodePorts, &c.AddNodePorts, &c.DelNoEPPorts, &c.AddNoEPPorts)
 	}
 	for ip, was := range u.hair {
 		is := s.hairpin[ip] > 0
@@ -449,17 +414,47 @@ func (u *updater) resolve() {
 			c.AddSets = append(c.AddSets, name)
 		}
 	}
-	for _, l := range [][]ipPortKey{c.DelServiceIPs, c.AddServiceIPs, c.DelNoEPIPs, c.AddNoEPIPs} {
-		slices.SortFunc(l, cmpIPPort)
+	for _, l := range [][]ipRef{c.DelServiceIPs, c.AddServiceIPs, c.DelNoEPIPs, c.AddNoEPIPs} {
+		slices.SortFunc(l, func(a, b ipRef) int { return cmpIPPort(a.Key, b.Key) })
 	}
-	for _, l := range [][]protoPortKey{c.DelNodePorts, c.AddNodePorts, c.DelNoEPPorts, c.AddNoEPPorts} {
-		slices.SortFunc(l, cmpProtoPort)
+	for _, l := range [][]portRef{c.DelNodePorts, c.AddNodePorts, c.DelNoEPPorts, c.AddNoEPPorts} {
+		slices.SortFunc(l, func(a, b portRef) int { return cmpProtoPort(a.Key, b.Key) })
 	}
 	for _, l := range [][]netip.Addr{c.DelHairpin, c.AddHairpin} {
 		slices.SortFunc(l, netip.Addr.Compare)
 	}
 	for _, l := range [][]string{c.AddChains, c.FlushChains, c.DelChains, c.DelSets, c.AddSets} {
 		slices.Sort(l)
+	}
+}
+
+// resolveKey brings the elements of key k (in the service map svc and the
+// reject map rej) in line with its claims, recording what is deleted and
+// added. An element whose target or owner changed is deleted and added
+// again (perhaps in another shard).
+func resolveKey[K comparable](k K, claims map[K][]claim, svc, rej map[K]string, delSvc, addSvc, delRej, addRej *[]elemRef[K]) {
+	target, owner, ok := winner(claims[k])
+	if !ok {
+		delete(claims, k)
+	}
+	oldT, wasSvc := svc[k]
+	oldO, wasRej := rej[k]
+	isSvc, isRej := ok && target != "", ok && target == ""
+	if wasSvc && (!isSvc || oldT != target) {
+		*delSvc = append(*delSvc, elemRef[K]{k, oldT})
+		delete(svc, k)
+	}
+	if wasRej && (!isRej || oldO != owner) {
+		*delRej = append(*delRej, elemRef[K]{k, oldO})
+		delete(rej, k)
+	}
+	if isSvc && (!wasSvc || oldT != target) {
+		*addSvc = append(*addSvc, elemRef[K]{k, target})
+		svc[k] = target
+	}
+	if isRej && (!wasRej || oldO != owner) {
+		*addRej = append(*addRej, elemRef[K]{k, owner})
+		rej[k] = owner
 	}
 }
 
@@ -545,11 +540,11 @@ func (s *state) view() *ruleset {
 	for k, v := range s.nodePorts {
 		rs.NodePorts[k] = v
 	}
-	for k := range s.noEPIPs {
-		rs.NoEPIPs[k] = struct{}{}
+	for k, v := range s.noEPIPs {
+		rs.NoEPIPs[k] = v
 	}
-	for k := range s.noEPPorts {
-		rs.NoEPPorts[k] = struct{}{}
+	for k, v := range s.noEPPorts {
+		rs.NoEPPorts[k] = v
 	}
 	for ip := range s.nodeIPs {
 		rs.NodeIPs[ip] = struct{}{}

@@ -17,10 +17,10 @@ import (
 // incrementally.
 func referenceDiff(old, cur *ruleset) change {
 	var c change
-	c.DelServiceIPs, c.AddServiceIPs = refMap(old.ServiceIPs, cur.ServiceIPs, cmpIPPort)
-	c.DelNodePorts, c.AddNodePorts = refMap(old.NodePorts, cur.NodePorts, cmpProtoPort)
-	c.DelNoEPIPs, c.AddNoEPIPs = refMap(old.NoEPIPs, cur.NoEPIPs, cmpIPPort)
-	c.DelNoEPPorts, c.AddNoEPPorts = refMap(old.NoEPPorts, cur.NoEPPorts, cmpProtoPort)
+	c.DelServiceIPs, c.AddServiceIPs = refElemMap(old.ServiceIPs, cur.ServiceIPs, cmpIPPort)
+	c.DelNodePorts, c.AddNodePorts = refElemMap(old.NodePorts, cur.NodePorts, cmpProtoPort)
+	c.DelNoEPIPs, c.AddNoEPIPs = refElemMap(old.NoEPIPs, cur.NoEPIPs, cmpIPPort)
+	c.DelNoEPPorts, c.AddNoEPPorts = refElemMap(old.NoEPPorts, cur.NoEPPorts, cmpProtoPort)
 	c.DelNodeIPs, c.AddNodeIPs = refMap(old.NodeIPs, cur.NodeIPs, netip.Addr.Compare)
 	c.DelHairpin, c.AddHairpin = refMap(old.Hairpin, cur.Hairpin, netip.Addr.Compare)
 	c.DelSets, c.AddSets = refMap(old.Affinity, cur.Affinity, strings.Compare)
@@ -57,6 +57,19 @@ func referenceDiff(old, cur *ruleset) change {
 	slices.Sort(c.FlushChains)
 	c.CIDR = old.CIDR != cur.CIDR
 	return c
+}
+
+// refElemMap is refMap for map elements: deletions carry the old value,
+// additions the new one.
+func refElemMap[K comparable](old, cur map[K]string, cmpKey func(a, b K) int) (del, add []elemRef[K]) {
+	dk, ak := refMap(old, cur, cmpKey)
+	for _, k := range dk {
+		del = append(del, elemRef[K]{k, old[k]})
+	}
+	for _, k := range ak {
+		add = append(add, elemRef[K]{k, cur[k]})
+	}
+	return del, add
 }
 
 func refMap[K comparable, V comparable](old, cur map[K]V, cmpKey func(a, b K) int) (del, add []K) {

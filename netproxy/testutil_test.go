@@ -73,11 +73,11 @@ func describe(rs *ruleset) string {
 	for k, v := range rs.NodePorts {
 		elems = append(elems, "service-nodeports "+k.String()+" : goto "+v)
 	}
-	for k := range rs.NoEPIPs {
-		elems = append(elems, "no-endpoint-services "+k.String())
+	for k, owner := range rs.NoEPIPs {
+		elems = append(elems, "no-endpoint-services "+k.String()+" (owner "+owner+")")
 	}
-	for k := range rs.NoEPPorts {
-		elems = append(elems, "no-endpoint-nodeports "+k.String())
+	for k, owner := range rs.NoEPPorts {
+		elems = append(elems, "no-endpoint-nodeports "+k.String()+" (owner "+owner+")")
 	}
 	for ip := range rs.NodeIPs {
 		elems = append(elems, "node-ips "+ip.String())

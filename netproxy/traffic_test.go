@@ -310,6 +310,19 @@ func TestTraffic(t *testing.T) {
 		}
 	})
 
+	// The subtests above cross tables: dispatch in one shard, masquerade
+	// (by the mark set there) in the base table, rejects in another.
+	t.Run("the services span several shard tables", func(t *testing.T) {
+		used := map[int]bool{}
+		for _, s := range env.cfg.Services {
+			for _, p := range s.Ports {
+				used[shardOfHash(identOf(&s, &p).hash(), testShards)] = true
+			}
+		}
+		if len(used) < 3 {
+			t.Errorf("the traffic services use shards %v of %d: rename them so they spread", used, testShards)
+		}
+	})
 }
 
 // waitConntrack waits until the namespace's conntrack table has a UDP

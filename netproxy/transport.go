@@ -80,9 +80,17 @@ type txn struct {
 	msgs  []netlink.Message
 	arena []byte
 	err   error
+	setNo uint32
 }
 
 func newTxn() *txn { return &txn{nft: newBatchBuilder()} }
+
+// setID returns a set ID unique in the transaction (new sets are
+// referred to by it until the transaction commits).
+func (t *txn) setID() uint32 {
+	t.setNo++
+	return t.setNo
+}
 
 // sync moves the messages queued on t.nft into the transaction.
 func (t *txn) sync() {

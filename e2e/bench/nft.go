@@ -2,7 +2,9 @@ package main
 
 // Service dataplane benchmarks (benchNFT): netproxy programming 1,000 and
 // 10,000 services × 5 endpoints into nftables (cold, in a fresh network
-// namespace), then one endpoint of one service changed at 10,000 services;
+// namespace; at 10,000 the service chains are sharded over 16 tables plus
+// the base table), then one endpoint of one service changed at 10,000
+// services (one incremental transaction to one shard table);
 // side by side, in the same run, the equivalent kube-proxy iptables-mode
 // ruleset (KUBE-SERVICES → KUBE-SVC-* → KUBE-SEP-*, statistic mode random)
 // loaded with iptables-legacy-restore (cold, and a one-service change,
@@ -48,7 +50,7 @@ func benchNFT(t *table) error {
 		cold[n] = d
 		fmt.Fprintf(os.Stderr, "  netproxy cold %d services: %s (kernel %s)\n", n, nftDur(d), nftDur(kernel))
 	}
-	changes, kernelP50, err := nftNetproxyChanges(10000, nftChanges)
+	changes, kernelP50, tables, err := nftNetproxyChanges(10000, nftChanges)
 	if err != nil {
 		return fmt.Errorf("netproxy changes: %w", err)
 	}
@@ -84,8 +86,8 @@ func benchNFT(t *table) error {
 	t.add("netproxy cold: 10,000 services × 5 endpoints", nftDur(cold[10000]),
 		fmt.Sprintf("≤ faster iptables-restore (here: legacy %s, nft %s)", nftDur(legacyCold[10000]), nft10k))
 	t.add(fmt.Sprintf("netproxy one endpoint change at 10,000 services (%d changes)", len(changes)),
-		fmt.Sprintf("p50 %s  p99 %s  (kernel p50 %s; %.0f× faster than legacy)", ms(p50), ms(p99), ms(kernelP50),
-			float64(legacyP50)/float64(max(p50, 1))),
+		fmt.Sprintf("p50 %s  p99 %s  (kernel p50 %s; %d tables; %.0f× faster than legacy)", ms(p50), ms(p99), ms(kernelP50),
+			tables, float64(legacyP50)/float64(max(p50, 1))),
 		fmt.Sprintf("≤ 20 ms and ≥ 20× faster than legacy (legacy full restore here: p50 %s)", nftDur(legacyP50)))
 	t.add("iptables-legacy-restore cold: 1,000 / 10,000 services", nftDur(legacyCold[1000])+" / "+nftDur(legacyCold[10000]),
 		"NOTES: 0.07–0.1 s / 1.1 s")
@@ -161,23 +163,29 @@ func nftNetproxyCold(n int) (total, kernel time.Duration, err error) {
 }
 
 // nftNetproxyChanges programs n services, then changes one endpoint of one
-// service `changes` times, timing each Set; it returns the sorted times and
-// the median kernel share.
-func nftNetproxyChanges(n, changes int) ([]time.Duration, time.Duration, error) {
-	_, path, remove, err := nftNetNS()
+// service `changes` times, timing each Set; it returns the sorted times,
+// the median kernel share and the number of nftables tables netproxy
+// spread the services over (base table and shards).
+func nftNetproxyChanges(n, changes int) ([]time.Duration, time.Duration, int, error) {
+	ns, path, remove, err := nftNetNS()
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, 0, err
 	}
 	defer remove()
 	p, err := netproxy.New(netproxy.Options{NetNS: path})
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, 0, err
 	}
 	defer p.Close()
 	cfg := nftServices(n)
 	if err := p.Set(context.Background(), cfg); err != nil {
-		return nil, 0, err
+		return nil, 0, 0, err
 	}
+	out, err := exec.Command("ip", "netns", "exec", ns, "nft", "list", "tables", "ip").Output()
+	if err != nil {
+		return nil, 0, 0, fmt.Errorf("listing the tables: %w", err)
+	}
+	tables := strings.Count(string(out), " "+netproxy.DefaultTable)
 	var ds, ks []time.Duration
 	for i := 0; i < changes; i++ {
 		svc := (i * 7919) % n // a different service each time
@@ -185,18 +193,18 @@ func nftNetproxyChanges(n, changes int) ([]time.Duration, time.Duration, error) 
 		ep.IP = netip.AddrFrom4([4]byte{10, 41, byte(i >> 8), byte(i)}) // the pod was replaced
 		start := time.Now()
 		if err := p.Set(context.Background(), cfg); err != nil {
-			return nil, 0, err
+			return nil, 0, 0, err
 		}
 		ds = append(ds, time.Since(start))
 		st := p.LastStats()
 		if st.Full || st.Messages == 0 {
-			return nil, 0, fmt.Errorf("change %d was not an incremental update: %+v", i, st)
+			return nil, 0, 0, fmt.Errorf("change %d was not an incremental update: %+v", i, st)
 		}
 		ks = append(ks, st.Kernel)
 	}
 	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
 	sort.Slice(ks, func(i, j int) bool { return ks[i] < ks[j] })
-	return ds, pct(ks, 50), nil
+	return ds, pct(ks, 50), tables, nil
 }
 
 // nftChain names a kube-proxy chain: prefix + 16 base32 characters of a
