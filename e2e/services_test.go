@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"runtime"
@@ -403,6 +404,37 @@ func TestServices(t *testing.T) {
 		}
 		if got := tally(out); got["echo-n1"] != 4 || got["echo-n2"] != 4 {
 			t.Fatalf("after deleting echo-n3, 8 connections: %v, want 4 on each of echo-n1 and echo-n2", got)
+		}
+	})
+	t.Run("metrics", func(t *testing.T) {
+		hc, err := c.HTTPClient()
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := hc.Get(fmt.Sprintf("https://%s:%d/metrics", node(t, c, "n1").IP, localcluster.APIPort))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		// The ClusterIP services of this test plus the kubernetes service;
+		// the DNS test forwarded example.test.
+		metric := func(name string) string {
+			for _, l := range strings.Split(string(b), "\n") {
+				if v, ok := strings.CutPrefix(l, name+" "); ok {
+					return v
+				}
+			}
+			return ""
+		}
+		if v := metric("shoal_services_programmed"); v != "10" {
+			t.Errorf("shoal_services_programmed %q, want 10", v)
+		}
+		if v := metric("shoal_service_sync_seconds_count"); v == "" || v == "0" {
+			t.Errorf("shoal_service_sync_seconds_count %q", v)
+		}
+		if v := metric("shoal_dns_forwarded_total"); v == "" || v == "0" {
+			t.Errorf("shoal_dns_forwarded_total %q", v)
 		}
 	})
 	t.Run("partitioned node keeps serving", func(t *testing.T) {

@@ -2,7 +2,9 @@ package node
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/shoal-dev/shoal/dns"
 )
 
 // metrics are the node's own Prometheus metrics; the API server registers
@@ -11,6 +13,8 @@ type metrics struct {
 	reg           *prometheus.Registry
 	applyLatency  prometheus.Histogram
 	proposeErrors prometheus.Counter
+	serviceSync   prometheus.Histogram
+	services      prometheus.Gauge
 }
 
 func newMetrics() *metrics {
@@ -25,8 +29,17 @@ func newMetrics() *metrics {
 			Name: "shoal_raft_propose_errors_total",
 			Help: "Writes that could not be committed (no leader, no quorum, timeout).",
 		}),
+		serviceSync: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "shoal_service_sync_seconds",
+			Help:    "Time to program this node's service rules after a change (translation and nftables transaction).",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}),
+		services: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_services_programmed",
+			Help: "Services in this node's nftables rules after the last sync.",
+		}),
 	}
-	m.reg.MustRegister(m.applyLatency, m.proposeErrors,
+	m.reg.MustRegister(m.applyLatency, m.proposeErrors, m.serviceSync, m.services,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -56,5 +69,16 @@ func (m *metrics) registerNodeGauges(n *Node) {
 	gauge("shoal_raft_proposed_commands", "Commands this node proposed as leader.", func() float64 { return float64(n.raft.Stats().ProposedCommands) })
 	gauge("shoal_gossip_members_alive", "Members gossip reports alive (self included).", func() float64 { return float64(len(n.gossip.Alive())) })
 	gauge("shoal_gossip_members", "Members gossip knows, in any state.", func() float64 { return float64(len(n.gossip.Members())) })
+	dnsCounter := func(name, help string, f func(dns.Stats) uint64) {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 {
+			if s := n.dnsSrv.Load(); s != nil {
+				return float64(f(s.Stats()))
+			}
+			return 0
+		}))
+	}
+	dnsCounter("shoal_dns_forwarded_total", "Queries cluster DNS sent upstream (cache misses).", func(s dns.Stats) uint64 { return s.Forwarded })
+	dnsCounter("shoal_dns_cache_hits_total", "Forwarded names answered from cluster DNS's cache.", func(s dns.Stats) uint64 { return s.CacheHits })
+	dnsCounter("shoal_dns_upstream_failures_total", "Queries for which every upstream failed.", func(s dns.Stats) uint64 { return s.UpstreamFailures })
 	gauge("shoal_store_revision", "Latest resourceVersion in this replica.", func() float64 { return float64(n.store.Revision()) })
 }

@@ -21,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/shoal-dev/shoal/consensus"
+	"github.com/shoal-dev/shoal/dns"
 	"github.com/shoal-dev/shoal/gossip"
 	"github.com/shoal-dev/shoal/node/agent"
 	"github.com/shoal-dev/shoal/node/container"
@@ -59,6 +60,7 @@ type Node struct {
 	registry       http.Handler // the runtime's images for peers; nil without one
 
 	agent    atomic.Pointer[agent.Agent] // the kubelet role, once running
+	dnsSrv   atomic.Pointer[dns.Server]  // cluster DNS, once running
 	peerOnce sync.Once
 	peerHTTP *http.Client
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/shoal-dev/shoal/dns"
 	"github.com/shoal-dev/shoal/netproxy"
@@ -54,12 +55,17 @@ func (n *Node) runServices(ctx context.Context) {
 		n.log.Error("cluster DNS unavailable on this node", "err", err)
 		srv = nil
 	} else {
-		defer srv.Close()
+		n.dnsSrv.Store(srv)
+		defer func() { n.dnsSrv.Store(nil); srv.Close() }()
 	}
 	_, cluster, _ := net.ParseCIDR(n.cfg.PodCIDR)
 	cidr, _ := netip.ParsePrefix(cluster.String())
 	cfg := services.Config{
 		Store: n.store, NodeName: n.id.NodeName, ClusterCIDR: cidr, Domain: n.cfg.ClusterDomain, Log: n.log,
+		OnSync: func(d time.Duration, services int) {
+			n.metrics.serviceSync.Observe(d.Seconds())
+			n.metrics.services.Set(float64(services))
+		},
 	}
 	if proxy != nil {
 		cfg.Proxy = proxy

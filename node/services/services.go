@@ -47,7 +47,10 @@ type Config struct {
 	// RetryInterval is how soon a failed dataplane update is retried
 	// (default 1 s).
 	RetryInterval time.Duration
-	Log           *slog.Logger
+	// OnSync, if set, is told how long each successful dataplane update
+	// took (translation included) and how many services it holds.
+	OnSync func(d time.Duration, services int)
+	Log    *slog.Logger
 }
 
 // Loop is the running translation; see Run.
@@ -375,6 +378,9 @@ func (l *Loop) proxyLoop(ctx context.Context) {
 			continue
 		}
 		failed, retry = false, nil
+		if l.cfg.OnSync != nil {
+			l.cfg.OnSync(time.Since(t0), len(cfg.Services))
+		}
 		l.syncOnce.Do(func() { close(l.synced) })
 	}
 }
