@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -456,3 +457,32 @@ func (m *RefManager) release(ctx context.Context, obj state.Object) error {
 }
 
 var errNotClaimable = errors.New("no longer claimable")
+
+// HollowKey marks a benchmark's hollow node (a Node object with no agent),
+// as a label or an annotation "true": it serves nothing.
+const HollowKey = "shoal.dev/hollow"
+
+// ServingNodeIP is the address a node serves on (its first InternalIP) when
+// it is Ready, not being deleted and not hollow; the zero Addr otherwise.
+func ServingNodeIP(node *corev1.Node) netip.Addr {
+	if node.Labels[HollowKey] == "true" || node.Annotations[HollowKey] == "true" || node.DeletionTimestamp != nil {
+		return netip.Addr{}
+	}
+	ready := false
+	for _, c := range node.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			ready = c.Status == corev1.ConditionTrue
+		}
+	}
+	if !ready {
+		return netip.Addr{}
+	}
+	for _, a := range node.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			if ip, err := netip.ParseAddr(a.Address); err == nil {
+				return ip.Unmap()
+			}
+		}
+	}
+	return netip.Addr{}
+}

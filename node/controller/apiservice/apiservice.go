@@ -49,9 +49,8 @@ const (
 	// LabelSkipMirror keeps EndpointSlice mirroring away from the
 	// Endpoints (kube-apiserver sets it too).
 	LabelSkipMirror = "endpointslice.kubernetes.io/skip-mirror"
-	// HollowKey marks a bench-only hollow node (label or annotation
-	// "true"): no API server runs behind it.
-	HollowKey = "shoal.dev/hollow"
+	// HollowKey marks a bench-only hollow node (see controller.HollowKey).
+	HollowKey = controller.HollowKey
 )
 
 // Defaults.
@@ -163,28 +162,7 @@ func nodeChanged(ev state.Event) bool {
 
 // endpointIP is the address node serves the API on: its first InternalIP
 // when it is Ready and not hollow; the zero Addr otherwise.
-func endpointIP(node *corev1.Node) netip.Addr {
-	if node.Labels[HollowKey] == "true" || node.Annotations[HollowKey] == "true" || node.DeletionTimestamp != nil {
-		return netip.Addr{}
-	}
-	ready := false
-	for _, c := range node.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			ready = c.Status == corev1.ConditionTrue
-		}
-	}
-	if !ready {
-		return netip.Addr{}
-	}
-	for _, a := range node.Status.Addresses {
-		if a.Type == corev1.NodeInternalIP {
-			if ip, err := netip.ParseAddr(a.Address); err == nil {
-				return ip.Unmap()
-			}
-		}
-	}
-	return netip.Addr{}
-}
+func endpointIP(node *corev1.Node) netip.Addr { return controller.ServingNodeIP(node) }
 
 // apiNode is one node serving the API.
 type apiNode struct {

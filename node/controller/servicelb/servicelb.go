@@ -33,9 +33,8 @@ const (
 	// LabelExcludeFromLB is Kubernetes' label for nodes that must not
 	// receive load-balancer traffic.
 	LabelExcludeFromLB = corev1.LabelNodeExcludeBalancers
-	// HollowKey marks a bench-only hollow node (label or annotation
-	// "true"): it has no agent and no network behind it.
-	HollowKey = "shoal.dev/hollow"
+	// HollowKey marks a bench-only hollow node (see controller.HollowKey).
+	HollowKey = controller.HollowKey
 )
 
 const (
@@ -133,29 +132,13 @@ func (lc *Controller) onNode(ev state.Event) {
 // InternalIP when it is Ready, schedulable, not hollow and not excluded;
 // the zero Addr otherwise.
 func ingressIP(node *corev1.Node) netip.Addr {
-	if node.Spec.Unschedulable || node.Labels[HollowKey] == "true" || node.Annotations[HollowKey] == "true" || node.DeletionTimestamp != nil {
+	if node.Spec.Unschedulable {
 		return netip.Addr{}
 	}
 	if _, excluded := node.Labels[LabelExcludeFromLB]; excluded {
 		return netip.Addr{}
 	}
-	ready := false
-	for _, c := range node.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			ready = c.Status == corev1.ConditionTrue
-		}
-	}
-	if !ready {
-		return netip.Addr{}
-	}
-	for _, a := range node.Status.Addresses {
-		if a.Type == corev1.NodeInternalIP {
-			if ip, err := netip.ParseAddr(a.Address); err == nil {
-				return ip.Unmap()
-			}
-		}
-	}
-	return netip.Addr{}
+	return controller.ServingNodeIP(node)
 }
 
 // Ingress returns the load-balancer ingress the nodes in the store call
