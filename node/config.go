@@ -101,7 +101,7 @@ func DefaultConfig() Config {
 		ProposeTimeout:           5 * time.Second,
 		PodNetwork:               "host-gw",
 		PullFromRegistries:       true,
-		DefaultTolerationSeconds: 5,
+		DefaultTolerationSeconds: 2,
 		ClusterDomain:            "cluster.local",
 	}
 }

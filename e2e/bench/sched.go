@@ -103,7 +103,7 @@ func schedBenches(ctx context.Context, bin string, t *table, sched, kill bool) e
 
 func tolName(tol int) string {
 	if tol == 0 {
-		return "default 5 s"
+		return "default 2 s"
 	}
 	return fmt.Sprintf("%d s", tol)
 }

@@ -22,19 +22,19 @@ func TestDefaultTolerations(t *testing.T) {
 		tols []corev1.Toleration
 		want []corev1.Toleration
 	}{
-		{"none", nil, []corev1.Toleration{tol(corev1.TaintNodeNotReady, ptr(int64(5))), tol(corev1.TaintNodeUnreachable, ptr(int64(5)))}},
+		{"none", nil, []corev1.Toleration{tol(corev1.TaintNodeNotReady, ptr(int64(2))), tol(corev1.TaintNodeUnreachable, ptr(int64(2)))}},
 		{"others kept first", []corev1.Toleration{own},
-			[]corev1.Toleration{own, tol(corev1.TaintNodeNotReady, ptr(int64(5))), tol(corev1.TaintNodeUnreachable, ptr(int64(5)))}},
+			[]corev1.Toleration{own, tol(corev1.TaintNodeNotReady, ptr(int64(2))), tol(corev1.TaintNodeUnreachable, ptr(int64(2)))}},
 		{"own unreachable kept", []corev1.Toleration{tol(corev1.TaintNodeUnreachable, ptr(int64(60)))},
-			[]corev1.Toleration{tol(corev1.TaintNodeUnreachable, ptr(int64(60))), tol(corev1.TaintNodeNotReady, ptr(int64(5)))}},
+			[]corev1.Toleration{tol(corev1.TaintNodeUnreachable, ptr(int64(60))), tol(corev1.TaintNodeNotReady, ptr(int64(2)))}},
 		{"own forever kept", []corev1.Toleration{tol(corev1.TaintNodeNotReady, nil), tol(corev1.TaintNodeUnreachable, nil)},
 			[]corev1.Toleration{tol(corev1.TaintNodeNotReady, nil), tol(corev1.TaintNodeUnreachable, nil)}},
 		{"any effect counts", []corev1.Toleration{{Key: corev1.TaintNodeUnreachable, Operator: corev1.TolerationOpExists}},
-			[]corev1.Toleration{{Key: corev1.TaintNodeUnreachable, Operator: corev1.TolerationOpExists}, tol(corev1.TaintNodeNotReady, ptr(int64(5)))}},
+			[]corev1.Toleration{{Key: corev1.TaintNodeUnreachable, Operator: corev1.TolerationOpExists}, tol(corev1.TaintNodeNotReady, ptr(int64(2)))}},
 		{"wildcard", []corev1.Toleration{{Operator: corev1.TolerationOpExists}}, []corev1.Toleration{{Operator: corev1.TolerationOpExists}}},
 		{"NoSchedule only does not count", []corev1.Toleration{{Key: corev1.TaintNodeUnreachable, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule}},
 			[]corev1.Toleration{{Key: corev1.TaintNodeUnreachable, Operator: corev1.TolerationOpExists, Effect: corev1.TaintEffectNoSchedule},
-				tol(corev1.TaintNodeNotReady, ptr(int64(5))), tol(corev1.TaintNodeUnreachable, ptr(int64(5)))}},
+				tol(corev1.TaintNodeNotReady, ptr(int64(2))), tol(corev1.TaintNodeUnreachable, ptr(int64(2)))}},
 	} {
 		in := append([]corev1.Toleration(nil), tc.tols...)
 		pod := &corev1.Pod{Spec: corev1.PodSpec{Tolerations: in}}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/shoal-dev/shoal/node/controller"
 	"github.com/shoal-dev/shoal/node/controller/replicaset"
+	"github.com/shoal-dev/shoal/node/defaults"
 	"github.com/shoal-dev/shoal/node/state"
 )
 
@@ -87,8 +88,9 @@ func TestUntoleratedPodEvictedAtOnce(t *testing.T) {
 	}
 }
 
-// TestTolerationSeconds: a pod with the default 5 s tolerations is evicted
-// 5 s after the taint was added, not before, through a delayed requeue.
+// TestTolerationSeconds: a pod with the default tolerations is evicted
+// DefaultTolerationSeconds after the taint was added, not before, through a
+// delayed requeue.
 func TestTolerationSeconds(t *testing.T) {
 	h := newHarness(t, "n1", "n2", "n3")
 	h.createPod(defaulted(newPod("a", "n1")))
@@ -99,7 +101,7 @@ func TestTolerationSeconds(t *testing.T) {
 	if n := h.lc.queue.Len(); n != 0 {
 		t.Fatalf("queue has %d keys before the toleration ran out", n)
 	}
-	h.clock.Step(4 * time.Second)
+	h.clock.Step(time.Duration(defaults.DefaultTolerationSeconds-1) * time.Second)
 	h.syncPod("a")
 	h.mustExist("a", false)
 	h.clock.Step(time.Second)
