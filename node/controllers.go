@@ -16,6 +16,7 @@ import (
 	"github.com/shoal-dev/shoal/node/controller/job"
 	"github.com/shoal-dev/shoal/node/controller/localpv"
 	"github.com/shoal-dev/shoal/node/controller/nodelifecycle"
+	"github.com/shoal-dev/shoal/node/controller/priorityclass"
 	"github.com/shoal-dev/shoal/node/controller/replicaset"
 	"github.com/shoal-dev/shoal/node/controller/servicelb"
 	"github.com/shoal-dev/shoal/node/controller/statefulset"
@@ -57,6 +58,7 @@ func (n *Node) runControllers(ctx context.Context) {
 		gc.New(cc).Run,
 		endpoints.New(cc).Run,
 		servicelb.New(cc).Run,
+		priorityclass.New(cc).Run, // system-cluster-critical, system-node-critical
 		// The kubernetes service: the API port of this node's configuration
 		// (nodes are expected to share it) behind the first service address.
 		apiservice.New(cc, apiservice.Config{

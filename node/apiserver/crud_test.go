@@ -68,7 +68,7 @@ func TestDiscovery(t *testing.T) {
 	for _, g := range groups.Groups {
 		names = append(names, g.PreferredVersion.GroupVersion)
 	}
-	if !slices.Equal(names, []string{"apps/v1", "batch/v1", "discovery.k8s.io/v1"}) {
+	if !slices.Equal(names, []string{"apps/v1", "batch/v1", "discovery.k8s.io/v1", "scheduling.k8s.io/v1"}) {
 		t.Fatalf("/apis groups = %v", names)
 	}
 	find := func(path, name string) metav1.APIResource {
@@ -99,6 +99,9 @@ func TestDiscovery(t *testing.T) {
 	}
 	find("/apis/apps/v1", "statefulsets/scale")
 	find("/apis/batch/v1", "cronjobs")
+	if pc := find("/apis/scheduling.k8s.io/v1", "priorityclasses"); pc.Namespaced || pc.Kind != "PriorityClass" || !slices.Equal(pc.ShortNames, []string{"pc"}) {
+		t.Fatalf("priorityclasses = %+v", pc)
+	}
 	e.ok(req{method: "GET", path: "/apis/apps"}, 200, nil)
 	e.ok(req{method: "GET", path: "/apis/nope/v1"}, 404, nil)
 	e.ok(req{method: "GET", path: "/openapi/v2"}, 200, nil)

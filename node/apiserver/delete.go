@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -14,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	kjson "sigs.k8s.io/json"
 
+	"github.com/shoal-dev/shoal/node/admission"
 	"github.com/shoal-dev/shoal/node/state"
 )
 
@@ -153,6 +155,9 @@ func (s *Server) delete(rq *request) {
 // object as last stored and whether it is gone.
 func (s *Server) deleteObject(rq *request, ns, name string, opts *metav1.DeleteOptions) (state.Object, bool, error) {
 	gr := rq.res.groupResource()
+	if rq.res.Key() == admission.ResourcePriorityClasses && (name == admission.SystemClusterCritical || name == admission.SystemNodeCritical) {
+		return nil, false, apierrors.NewForbidden(gr, name, errors.New("this is a system priority class and cannot be deleted"))
+	}
 	add := finalizerFor(opts)
 	for attempt := 0; ; attempt++ {
 		cur, ok := s.store.Get(rq.res.Key(), ns, name)

@@ -187,13 +187,21 @@ func (s *Server) create(rq *request) {
 	}
 	s.prepareCreate(rq.res, obj)
 	generated := obj.GetName() == "" && obj.GetGenerateName() != ""
+	if generated {
+		obj.SetName(obj.GetGenerateName() + utilrand.String(5))
+		rq.name = obj.GetName()
+	}
+	if err := s.admitCreate(rq.r.Context(), obj); err != nil {
+		rq.fail(err)
+		return
+	}
 	svc, _ := obj.(*corev1.Service)
 	var svcSpec *corev1.ServiceSpec // as requested, before allocation
 	if svc != nil {
 		svcSpec = svc.Spec.DeepCopy()
 	}
 	for attempt := 0; ; attempt++ {
-		if generated {
+		if generated && attempt > 0 {
 			obj.SetName(obj.GetGenerateName() + utilrand.String(5))
 			rq.name = obj.GetName()
 		}
@@ -209,7 +217,7 @@ func (s *Server) create(rq *request) {
 				return
 			}
 		}
-		if errs := validateObject(rq.res, obj, nil); len(errs) > 0 {
+		if errs := s.validate(rq.res, obj, nil); len(errs) > 0 {
 			rq.fail(apierrors.NewInvalid(rq.res.GVK().GroupKind(), obj.GetName(), errs))
 			return
 		}
@@ -225,7 +233,7 @@ func (s *Server) create(rq *request) {
 			if (got.ip || got.ports) && attempt < 8 && state.IsCode(err, state.CodeTaken) {
 				continue // another writer took what we picked: pick again
 			}
-			rq.fail(err)
+			rq.fail(s.explainTaken(rq.res, obj, err))
 			return
 		}
 		obj.SetResourceVersion(strconv.FormatUint(rs[0].RV, 10))
@@ -369,6 +377,7 @@ func (s *Server) prepareUpdate(r *resource, cur, obj state.Object) (state.Object
 		r.copyStatus(obj, cur)
 	}
 	defaults.Apply(obj)
+	admitUpdate(cur, obj)
 	if svc, ok := obj.(*corev1.Service); ok {
 		if _, errs := s.svcAlloc.allocate(svc, cur.(*corev1.Service)); len(errs) > 0 {
 			return nil, apierrors.NewInvalid(r.GVK().GroupKind(), obj.GetName(), errs)
@@ -377,7 +386,7 @@ func (s *Server) prepareUpdate(r *resource, cur, obj state.Object) (state.Object
 	if r.hasSpec && !r.specEqual(cur, obj) {
 		obj.SetGeneration(cur.GetGeneration() + 1)
 	}
-	if errs := validateObject(r, obj, cur); len(errs) > 0 {
+	if errs := s.validate(r, obj, cur); len(errs) > 0 {
 		return nil, apierrors.NewInvalid(r.GVK().GroupKind(), obj.GetName(), errs)
 	}
 	return obj, nil
@@ -422,7 +431,7 @@ func (s *Server) guaranteedUpdate(rq *request, mutate func(cur state.Object) (st
 			if state.IsCode(err, state.CodeConflict) && attempt+1 < maxUpdateAttempts {
 				continue
 			}
-			return nil, 0, err
+			return nil, 0, s.explainTaken(rq.res, next, err)
 		}
 		next.SetResourceVersion(strconv.FormatUint(rs[0].RV, 10))
 		return next, http.StatusOK, nil

@@ -3,10 +3,12 @@ package apiserver
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	schedulingv1 "k8s.io/api/scheduling/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apivalidation "k8s.io/apimachinery/pkg/api/validation"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -16,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
+	"github.com/shoal-dev/shoal/node/admission"
 	"github.com/shoal-dev/shoal/node/state"
 )
 
@@ -137,6 +140,56 @@ func validateObject(r *resource, obj, old state.Object) field.ErrorList {
 				[]batchv1.ConcurrencyPolicy{batchv1.AllowConcurrent, batchv1.ForbidConcurrent, batchv1.ReplaceConcurrent}))
 		}
 		errs = append(errs, validateJobSpec(&o.Spec.JobTemplate.Spec, field.NewPath("spec", "jobTemplate", "spec"))...)
+	case *schedulingv1.PriorityClass:
+		errs = append(errs, validatePriorityClass(o)...)
+		if old != nil {
+			errs = append(errs, validatePriorityClassUpdate(o, old.(*schedulingv1.PriorityClass))...)
+		}
+	}
+	return errs
+}
+
+var preemptionPolicies = []corev1.PreemptionPolicy{corev1.PreemptLowerPriority, corev1.PreemptNever}
+
+func validatePreemptionPolicy(p *corev1.PreemptionPolicy, path *field.Path) field.ErrorList {
+	if p == nil || contains(asStrings(preemptionPolicies), string(*p)) {
+		return nil
+	}
+	return field.ErrorList{field.NotSupported(path, *p, preemptionPolicies)}
+}
+
+// validatePriorityClass checks a PriorityClass as Kubernetes does: names
+// starting with "system-" belong to the built-in classes (with their
+// values), other classes may not exceed HighestUserDefinablePriority, and
+// the preemption policy is one of the two known. That at most one class
+// is globalDefault needs the store: see Server.validate.
+func validatePriorityClass(pc *schedulingv1.PriorityClass) field.ErrorList {
+	var errs field.ErrorList
+	if strings.HasPrefix(pc.Name, admission.SystemPriorityClassPrefix) {
+		if err := admission.IsKnownSystemPriorityClass(pc.Name, pc.Value, pc.GlobalDefault); err != nil {
+			errs = append(errs, field.Forbidden(field.NewPath("metadata", "name"),
+				"priority class names with '"+admission.SystemPriorityClassPrefix+"' prefix are reserved for system use only. error: "+err.Error()))
+		}
+	} else if pc.Value > admission.HighestUserDefinablePriority {
+		errs = append(errs, field.Forbidden(field.NewPath("value"),
+			fmt.Sprintf("maximum allowed value of a user defined priority is %v", admission.HighestUserDefinablePriority)))
+	}
+	return append(errs, validatePreemptionPolicy(pc.PreemptionPolicy, field.NewPath("preemptionPolicy"))...)
+}
+
+// validatePriorityClassUpdate refuses changes of value and preemptionPolicy:
+// pods were admitted with them.
+func validatePriorityClassUpdate(pc, old *schedulingv1.PriorityClass) field.ErrorList {
+	var errs field.ErrorList
+	if pc.Value != old.Value {
+		errs = append(errs, field.Forbidden(field.NewPath("value"), "may not be changed in an update."))
+	}
+	if !equality.Semantic.DeepEqual(pc.PreemptionPolicy, old.PreemptionPolicy) {
+		var v any
+		if pc.PreemptionPolicy != nil {
+			v = *pc.PreemptionPolicy
+		}
+		errs = append(errs, field.Invalid(field.NewPath("preemptionPolicy"), v, "field is immutable"))
 	}
 	return errs
 }
@@ -263,6 +316,12 @@ func validatePodSpec(s *corev1.PodSpec, path *field.Path) field.ErrorList {
 			errs = append(errs, field.Invalid(path.Child("nodeName"), s.NodeName, msg))
 		}
 	}
+	if s.PriorityClassName != "" {
+		for _, msg := range validation.IsDNS1123Subdomain(s.PriorityClassName) {
+			errs = append(errs, field.Invalid(path.Child("priorityClassName"), s.PriorityClassName, msg))
+		}
+	}
+	errs = append(errs, validatePreemptionPolicy(s.PreemptionPolicy, path.Child("preemptionPolicy"))...)
 	return errs
 }
 

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilrand "k8s.io/apimachinery/pkg/util/rand"
 
+	"github.com/shoal-dev/shoal/node/admission"
 	"github.com/shoal-dev/shoal/node/defaults"
 	"github.com/shoal-dev/shoal/node/state"
 )
@@ -140,12 +141,27 @@ func copyMap(m map[string]string) map[string]string {
 	return out
 }
 
-// CreatePod stores pod (from NewPodFromTemplate). A pod with a
-// GenerateName gets another random name when its name is taken, up to 8
-// times, as the API server does; pod.Name is always the last name tried
-// (so a caller that got an error of unknown outcome knows what may yet
-// appear). On success pod.ResourceVersion is set.
+// AdmitPod does to a pod a controller is about to create what the API
+// server's admission does to every new pod: it resolves the pod's priority
+// and preemption policy from its PriorityClass (node/admission.PodPriority).
+// A refusal (the class does not exist, a priority set in the template
+// that is not the class's) is an *apierrors.StatusError, Forbidden, worded
+// as the API would answer (`pods "web-x7k2p" is forbidden: no PriorityClass
+// with name gold was found`); the pod is then unchanged. CreatePod calls it;
+// controllers that propose pods directly must call it themselves.
+func AdmitPod(c Context, pod *corev1.Pod) error { return admission.PodPriority(c.Store, pod) }
+
+// CreatePod admits (AdmitPod) and stores pod (from NewPodFromTemplate). A
+// pod with a GenerateName gets another random name when its name is
+// taken, up to 8 times, as the API server does; pod.Name is always the
+// last name tried (so a caller that got an error of unknown outcome knows
+// what may yet appear). On success pod.ResourceVersion is set. An
+// admission refusal is final (UnknownOutcome reports false): nothing was
+// written.
 func CreatePod(ctx context.Context, c Context, pod *corev1.Pod) error {
+	if err := AdmitPod(c, pod); err != nil {
+		return err
+	}
 	for attempt := 0; ; attempt++ {
 		rs, err := c.Proposer.Propose(ctx, state.Create(pod))
 		if err == nil {
@@ -162,10 +178,11 @@ func CreatePod(ctx context.Context, c Context, pod *corev1.Pod) error {
 
 // UnknownOutcome reports whether a failed write may still be applied: any
 // error that is not an op's result (a timeout, no quorum, committed but not
-// applied here yet). Results (conflict, not found, …) are final.
+// applied here yet). Results (conflict, not found, …) and admission
+// refusals (nothing was proposed) are final.
 func UnknownOutcome(err error) bool {
 	var re *state.ResultError
-	return err != nil && !errors.As(err, &re)
+	return err != nil && !errors.As(err, &re) && !admission.IsRefused(err)
 }
 
 // IsPodActive reports whether pod counts as one of its controller's

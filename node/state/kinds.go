@@ -7,6 +7,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	schedulingv1 "k8s.io/api/scheduling/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -102,6 +103,7 @@ var Kinds = func() []*Kind {
 		kind[batchv1.Job, *batchv1.Job, batchv1.JobList, *batchv1.JobList]("batch", "v1", "Job", "jobs", true, true, nil, all),
 		kind[batchv1.CronJob, *batchv1.CronJob, batchv1.CronJobList, *batchv1.CronJobList]("batch", "v1", "CronJob", "cronjobs", true, true, []string{"cj"}, all),
 		kind[discoveryv1.EndpointSlice, *discoveryv1.EndpointSlice, discoveryv1.EndpointSliceList, *discoveryv1.EndpointSliceList]("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", true, false, nil, nil),
+		kind[schedulingv1.PriorityClass, *schedulingv1.PriorityClass, schedulingv1.PriorityClassList, *schedulingv1.PriorityClassList]("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", false, false, []string{"pc"}, nil),
 	}
 	for _, k := range ks {
 		switch k.Resource {
@@ -109,10 +111,26 @@ var Kinds = func() []*Kind {
 			k.Sealed = true
 		case "services":
 			k.Unique = serviceUniqueKeys
+		case "priorityclasses":
+			k.Unique = priorityClassUniqueKeys
 		}
 	}
 	return ks
 }()
+
+// GlobalDefaultPriorityClassKey is the unique key of the PriorityClass
+// marked globalDefault: at most one class holds it, so the FSM refuses a
+// second default (CodeTaken) even when two writers race.
+const GlobalDefaultPriorityClassKey = "globalDefault=true"
+
+// priorityClassUniqueKeys is GlobalDefaultPriorityClassKey for a
+// globalDefault PriorityClass, none for any other.
+func priorityClassUniqueKeys(o Object) []string {
+	if pc, ok := o.(*schedulingv1.PriorityClass); ok && pc.GlobalDefault {
+		return []string{GlobalDefaultPriorityClassKey}
+	}
+	return nil
+}
 
 var kindsByKey = func() map[string]*Kind {
 	m := make(map[string]*Kind, len(Kinds))

@@ -172,6 +172,10 @@ var wantColumns = map[string][]col{
 		{"Active", "integer", "", 0}, {"Last Schedule", "string", "", 0}, {"Age", "string", "", 0},
 		{"Containers", "string", "", 1}, {"Images", "string", "", 1}, {"Selector", "string", "", 1},
 	},
+	"scheduling.k8s.io/PriorityClass": {
+		{"Name", "string", "name", 0}, {"Value", "integer", "", 0}, {"Global-Default", "boolean", "", 0},
+		{"Age", "string", "", 0}, {"PreemptionPolicy", "string", "", 0},
+	},
 }
 
 func TestColumnDefinitions(t *testing.T) {

@@ -346,6 +346,13 @@ func (s *syncJob) manage() {
 	}
 	for _, ix := range indexes {
 		p := s.newPod(ix)
+		if err := controller.AdmitPod(s.jc.c, p); err != nil {
+			// Refused (an unknown PriorityClass): nothing is created;
+			// try again later, as for any failed create.
+			s.eventf(corev1.EventTypeWarning, "FailedCreate", "Error creating: %v", err)
+			s.requeueAfter(10 * time.Second)
+			return
+		}
 		s.creates = append(s.creates, p)
 		s.active = append(s.active, p)
 		s.eventf(corev1.EventTypeNormal, "SuccessfulCreate", "Created pod: %s", p.Name)

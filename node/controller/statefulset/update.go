@@ -259,6 +259,11 @@ func (r *round) rollingUpdate(ctx context.Context) error {
 // created under its fixed name only: an existing pod of that name, of any
 // age or owner, keeps the identity (no second copy).
 func (sc *Controller) createPod(ctx context.Context, set *appsv1.StatefulSet, pod *corev1.Pod) error {
+	if err := controller.AdmitPod(sc.c, pod); err != nil {
+		sc.c.Events.Eventf(set, GVK.Kind, corev1.EventTypeWarning, reasonFailedCreate,
+			"create Pod %s in StatefulSet %s failed error: %v", pod.Name, set.Name, err)
+		return err
+	}
 	if err := sc.createClaims(ctx, set, pod); err != nil {
 		sc.c.Events.Eventf(set, GVK.Kind, corev1.EventTypeWarning, reasonFailedCreate,
 			"create Pod %s in StatefulSet %s failed error: %v", pod.Name, set.Name, err)
