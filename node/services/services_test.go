@@ -162,9 +162,10 @@ func TestProxyConfigFollowsSlices(t *testing.T) {
 		ep{"10.42.1.5", "n1", "p1", true, true, false},
 		ep{"10.42.2.5", "n2", "p2", true, true, false},
 		ep{"10.42.3.5", "n3", "p3", false, false, false}))
-	cfg := e.waitProxy("web with two ready endpoints", func(c netproxy.Config) bool {
+	// The node, service and slice watches run independently: wait for all three.
+	cfg := e.waitProxy("web with two ready endpoints and the node's address", func(c netproxy.Config) bool {
 		s, ok := find(c, "default", "web")
-		return ok && len(s.Ports) == 1 && len(s.Ports[0].Endpoints) == 2
+		return ok && len(s.Ports) == 1 && len(s.Ports[0].Endpoints) == 2 && len(c.NodeIPs) == 1
 	})
 	s, _ := find(cfg, "default", "web")
 	if got := ips(s.Ports[0]); got[0] != "10.42.1.5" || got[1] != "10.42.2.5" {
