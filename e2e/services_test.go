@@ -236,6 +236,22 @@ func TestServices(t *testing.T) {
 		return nil
 	})
 
+	t.Run("every node reaches every backend by name", func(t *testing.T) {
+		// The echo pods on n2 and n3 are clients too (the image has a shell and
+		// nc): each node balances with its own rules.
+		for _, from := range []string{"echo-n2", "echo-n3"} {
+			eventually(t, 30*time.Second, func() error {
+				out, err := inPod(t, c, "", from, httpLoop("echo.default.svc.cluster.local", 80, 6))
+				if err != nil {
+					return err
+				}
+				if got := tally(out); len(got) != 3 || got["FAIL"] > 0 {
+					return fmt.Errorf("from %s: answers %v, want all three backends", from, got)
+				}
+				return nil
+			})
+		}
+	})
 	t.Run("round robin is exact", func(t *testing.T) {
 		out, err := inPod(t, c, "", "client", httpLoop("echo", 80, 12))
 		if err != nil {
