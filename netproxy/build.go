@@ -58,45 +58,22 @@ func splitChange(c *change, n int) []*change {
 		}
 		return out[i]
 	}
-	for _, r := range c.DelServiceIPs {
-		at(r.Ref).DelServiceIPs = append(at(r.Ref).DelServiceIPs, r)
-	}
-	for _, r := range c.AddServiceIPs {
-		at(r.Ref).AddServiceIPs = append(at(r.Ref).AddServiceIPs, r)
-	}
-	for _, r := range c.DelNoEPIPs {
-		at(r.Ref).DelNoEPIPs = append(at(r.Ref).DelNoEPIPs, r)
-	}
-	for _, r := range c.AddNoEPIPs {
-		at(r.Ref).AddNoEPIPs = append(at(r.Ref).AddNoEPIPs, r)
-	}
-	for _, r := range c.DelNodePorts {
-		at(r.Ref).DelNodePorts = append(at(r.Ref).DelNodePorts, r)
-	}
-	for _, r := range c.AddNodePorts {
-		at(r.Ref).AddNodePorts = append(at(r.Ref).AddNodePorts, r)
-	}
-	for _, r := range c.DelNoEPPorts {
-		at(r.Ref).DelNoEPPorts = append(at(r.Ref).DelNoEPPorts, r)
-	}
-	for _, r := range c.AddNoEPPorts {
-		at(r.Ref).AddNoEPPorts = append(at(r.Ref).AddNoEPPorts, r)
-	}
-	for _, name := range c.DelSets {
-		at(name).DelSets = append(at(name).DelSets, name)
-	}
-	for _, name := range c.AddSets {
-		at(name).AddSets = append(at(name).AddSets, name)
-	}
-	for _, name := range c.FlushChains {
-		at(name).FlushChains = append(at(name).FlushChains, name)
-	}
-	for _, name := range c.DelChains {
-		at(name).DelChains = append(at(name).DelChains, name)
-	}
-	for _, name := range c.AddChains {
-		at(name).AddChains = append(at(name).AddChains, name)
-	}
+	ipRefOf := func(r ipRef) string { return r.Ref }
+	portRefOf := func(r portRef) string { return r.Ref }
+	name := func(s string) string { return s }
+	spread(c.DelServiceIPs, ipRefOf, at, func(d *change) *[]ipRef { return &d.DelServiceIPs })
+	spread(c.AddServiceIPs, ipRefOf, at, func(d *change) *[]ipRef { return &d.AddServiceIPs })
+	spread(c.DelNoEPIPs, ipRefOf, at, func(d *change) *[]ipRef { return &d.DelNoEPIPs })
+	spread(c.AddNoEPIPs, ipRefOf, at, func(d *change) *[]ipRef { return &d.AddNoEPIPs })
+	spread(c.DelNodePorts, portRefOf, at, func(d *change) *[]portRef { return &d.DelNodePorts })
+	spread(c.AddNodePorts, portRefOf, at, func(d *change) *[]portRef { return &d.AddNodePorts })
+	spread(c.DelNoEPPorts, portRefOf, at, func(d *change) *[]portRef { return &d.DelNoEPPorts })
+	spread(c.AddNoEPPorts, portRefOf, at, func(d *change) *[]portRef { return &d.AddNoEPPorts })
+	spread(c.DelSets, name, at, func(d *change) *[]string { return &d.DelSets })
+	spread(c.AddSets, name, at, func(d *change) *[]string { return &d.AddSets })
+	spread(c.FlushChains, name, at, func(d *change) *[]string { return &d.FlushChains })
+	spread(c.DelChains, name, at, func(d *change) *[]string { return &d.DelChains })
+	spread(c.AddChains, name, at, func(d *change) *[]string { return &d.AddChains })
 	if len(c.DelNodeIPs)+len(c.AddNodeIPs) > 0 {
 		for i := range out {
 			if out[i] == nil {
@@ -106,6 +83,15 @@ func splitChange(c *change, n int) []*change {
 		}
 	}
 	return out
+}
+
+// spread appends each item of in to the list field picks in the change of
+// its shard (at(ref(item))), keeping their order.
+func spread[T any](in []T, ref func(T) string, at func(string) *change, field func(*change) *[]T) {
+	for _, v := range in {
+		l := field(at(ref(v)))
+		*l = append(*l, v)
+	}
 }
 
 // buildFull encodes a full resync over n shards: delete the stale shard
