@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"reflect"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -73,8 +74,6 @@ type Loop struct {
 
 	wake     chan struct{}
 	zoneWake chan struct{}
-	synced   chan struct{} // closed after the first successful dataplane update
-	syncOnce sync.Once
 }
 
 type podInfo struct {
@@ -107,13 +106,10 @@ func New(cfg Config) *Loop {
 		services: map[string]*corev1.Service{}, slices: map[string]map[string]*discoveryv1.EndpointSlice{},
 		pods: map[string]podInfo{}, entries: map[string]*entry{}, dirty: map[string]bool{},
 		podsOf: map[string][]string{}, svcsOf: map[string]map[string]bool{}, warned: map[string]bool{},
-		wake: make(chan struct{}, 1), zoneWake: make(chan struct{}, 1), synced: make(chan struct{}),
+		wake: make(chan struct{}, 1), zoneWake: make(chan struct{}, 1),
 		zoneDirt: true, // the first zone is built as soon as the loop runs, even if empty
 	}
 }
-
-// Synced is closed once the dataplane got its first complete configuration.
-func (l *Loop) Synced() <-chan struct{} { return l.synced }
 
 // Run watches the replica and keeps the dataplane and the zone current
 // until ctx ends.
@@ -213,7 +209,7 @@ func (l *Loop) onPod(ev state.Event) {
 	if !had {
 		old = podInfo{weight: 1}
 	}
-	if !equalAddrs(old.ips, info.ips) {
+	if !slices.Equal(old.ips, info.ips) {
 		l.zoneDirt = true
 		poke(l.zoneWake)
 	}
@@ -235,23 +231,11 @@ func (l *Loop) onNode(ev state.Event) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if !equalAddrs(ips, l.nodeIPs) {
+	if !slices.Equal(ips, l.nodeIPs) {
 		l.nodeIPs = ips
 		l.nodeDirt = true
 		poke(l.wake)
 	}
-}
-
-func equalAddrs(a, b []netip.Addr) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 // rebuildLocked recomputes the dirty entries and reports whether anything
@@ -381,7 +365,6 @@ func (l *Loop) proxyLoop(ctx context.Context) {
 		if l.cfg.OnSync != nil {
 			l.cfg.OnSync(time.Since(t0), len(cfg.Services))
 		}
-		l.syncOnce.Do(func() { close(l.synced) })
 	}
 }
 

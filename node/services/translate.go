@@ -2,6 +2,7 @@ package services
 
 import (
 	"net/netip"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -302,18 +303,9 @@ func nodeAddrs(node *corev1.Node) []netip.Addr {
 		if a.Type != corev1.NodeInternalIP && a.Type != corev1.NodeExternalIP {
 			continue
 		}
-		if ip, err := netip.ParseAddr(a.Address); err == nil && !contains(out, ip) {
+		if ip, err := netip.ParseAddr(a.Address); err == nil && !slices.Contains(out, ip) {
 			out = append(out, ip)
 		}
 	}
 	return out
-}
-
-func contains(as []netip.Addr, a netip.Addr) bool {
-	for _, x := range as {
-		if x == a {
-			return true
-		}
-	}
-	return false
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -148,7 +149,7 @@ func (t *txn) setUnique(k *Kind, owner string, prev, next Object) {
 		cur = k.Unique(next)
 	}
 	for _, key := range old {
-		if idx[key] == owner && !contains(cur, key) {
+		if idx[key] == owner && !slices.Contains(cur, key) {
 			delete(idx, key)
 			t.undo = append(t.undo, func() { idx[key] = owner })
 		}

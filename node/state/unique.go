@@ -1,8 +1,8 @@
 package state
 
 import (
+	"slices"
 	"strconv"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 )
@@ -41,21 +41,12 @@ func serviceUniqueKeys(o Object) []string {
 	for _, p := range svc.Spec.Ports {
 		if p.NodePort != 0 {
 			k := NodePortKey(p.NodePort)
-			if !contains(keys, k) { // one service may use a node port for TCP and UDP
+			if !slices.Contains(keys, k) { // one service may use a node port for TCP and UDP
 				keys = append(keys, k)
 			}
 		}
 	}
 	return keys
-}
-
-func contains(ss []string, s string) bool {
-	for _, x := range ss {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // uniqueOwner names an object in the unique index: "resource/ns/name".
@@ -67,18 +58,6 @@ func (s *Store) UniqueOwner(key string) (string, bool) {
 	defer s.mu.RUnlock()
 	o, ok := s.unique[key]
 	return o, ok
-}
-
-// UniqueKeys calls fn for every held key with the given prefix (for example
-// "spec.clusterIPs=") under the read lock; fn must not call the store.
-func (s *Store) UniqueKeys(prefix string, fn func(key, owner string)) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	for k, o := range s.unique {
-		if strings.HasPrefix(k, prefix) {
-			fn(k, o)
-		}
-	}
 }
 
 // checkUnique reports the first key of obj held by an object other than

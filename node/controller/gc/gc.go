@@ -30,6 +30,7 @@ package gc
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 
@@ -269,7 +270,7 @@ func (gc *Controller) observe(k *state.Kind, ev state.Event) {
 	changed := ev.Type == state.Added || prev == nil || prev.GetUID() != o.GetUID() ||
 		!sameOwners(prev.GetOwnerReferences(), refs) ||
 		(prev.GetDeletionTimestamp() == nil) != (o.GetDeletionTimestamp() == nil) ||
-		!sameStrings(prev.GetFinalizers(), o.GetFinalizers())
+		!slices.Equal(prev.GetFinalizers(), o.GetFinalizers())
 	if !changed {
 		return
 	}
@@ -368,18 +369,6 @@ func sameOwners(a, b []metav1.OwnerReference) bool {
 	for i := range a {
 		if a[i].UID != b[i].UID || a[i].Name != b[i].Name || a[i].Kind != b[i].Kind ||
 			boolValue(a[i].BlockOwnerDeletion) != boolValue(b[i].BlockOwnerDeletion) {
-			return false
-		}
-	}
-	return true
-}
-
-func sameStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
 			return false
 		}
 	}
