@@ -25,8 +25,10 @@ func main() {
 	if len(args) > 0 && args[0] == logfile.LoggerCommand {
 		args = args[1:] // the fixed argument the agent gives both loggers
 	}
+	// The handler stays until exit: the shim's SIGTERM may arrive after the
+	// logger finished on its own (the pipes closed first).
+	defer stop()
 	err := logfile.LoggerMain(ctx, args)
-	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "shoal-logger:", err)
 		os.Exit(1)

@@ -19,9 +19,12 @@ import (
 // TestLoggerMainProcess: the config comes in loggerEnv.
 func TestMain(m *testing.M) {
 	if arg := os.Getenv(loggerEnv); arg != "" {
+		// The handler stays until exit: the shim's SIGTERM may arrive after
+		// the logger finished on its own (the pipes closed first), and must
+		// not kill it then.
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+		defer stop()
 		err := LoggerMain(ctx, []string{arg})
-		stop()
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
