@@ -175,13 +175,14 @@ func (b *batcher) run(ctx context.Context, wg *sync.WaitGroup) {
 		b.commands.Add(uint64(len(batch)))
 		wg.Go(func() {
 			defer func() { <-b.inflight }()
-			b.finish(f, batch)
+			b.finish(ctx.Done(), f, batch)
 		})
 	}
 }
 
 // finish waits for an entry and fans the per-command results out.
-func (b *batcher) finish(f raft.ApplyFuture, batch []*proposal) {
+// It gives up when stop closes (Shutdown): those commands' outcome is unknown.
+func (b *batcher) finish(stop <-chan struct{}, f raft.ApplyFuture, batch []*proposal) {
 	defer b.pending.Add(-1)
 	send := func(i int, r result) { batch[i].done <- r }
 	all := func(r result) {
@@ -189,7 +190,7 @@ func (b *batcher) finish(f raft.ApplyFuture, batch []*proposal) {
 			send(i, r)
 		}
 	}
-	if err := f.Error(); err != nil {
+	if err := awaitFuture(stop, f); err != nil {
 		all(b.classify(err))
 		return
 	}
@@ -203,7 +204,7 @@ func (b *batcher) finish(f raft.ApplyFuture, batch []*proposal) {
 		for i := range batch {
 			send(i, result{index: index, resp: resp[i], outcome: outcomeOK})
 		}
-		b.nudge()
+		b.nudge(stop)
 	case error:
 		all(failedResult(resp))
 	default:
@@ -221,12 +222,12 @@ func (b *batcher) finish(f raft.ApplyFuture, batch []*proposal) {
 // AppendEntries carries the new commit index at once. Under load the next
 // batch does that job and no barrier is needed; at idle the tick can be slow
 // and cheap (see Config.CommitTimeout).
-func (b *batcher) nudge() {
+func (b *batcher) nudge(stop <-chan struct{}) {
 	if len(b.queue) > 0 || b.pending.Load() > 1 {
 		return
 	}
 	b.nudges.Add(1)
-	_ = b.raft.Barrier(enqueueTimeout).Error()
+	_ = awaitFuture(stop, b.raft.Barrier(enqueueTimeout))
 }
 
 // classify maps a raft.Apply error to an outcome.

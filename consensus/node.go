@@ -307,7 +307,10 @@ func (n *Node) establishLeadership() {
 	var bo backoff
 	for n.raft.State() == raft.Leader {
 		term := n.raft.CurrentTerm()
-		err := n.raft.Barrier(barrierTimeout).Error()
+		err := awaitFuture(n.ctx.Done(), n.raft.Barrier(barrierTimeout))
+		if errors.Is(err, ErrShutdown) {
+			return
+		}
 		if err == nil && n.raft.State() == raft.Leader && n.raft.CurrentTerm() == term {
 			n.readyTerm.Store(term)
 			n.publishLeadership(true)

@@ -235,8 +235,7 @@ func (n *Node) readIndexLocal(ctx context.Context) result {
 	return result{index: index, outcome: outcomeOK}
 }
 
-// waitFuture waits for f, ctx or Shutdown. An abandoned future still
-// resolves later (raft answers verify futures within a lease timeout).
+// waitFuture waits for f, ctx or Shutdown.
 func (n *Node) waitFuture(ctx context.Context, f raft.Future) error {
 	done := make(chan error, 1)
 	go func() { done <- f.Error() }()
@@ -246,6 +245,22 @@ func (n *Node) waitFuture(ctx context.Context, f raft.Future) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-n.ctx.Done():
+		return ErrShutdown
+	}
+}
+
+// awaitFuture waits for f unless stop closes first. hashicorp/raft never
+// answers a future that is still queued (in applyCh, or committed but not
+// yet taken by its FSM goroutine) when it shuts down, so nothing that
+// Shutdown waits for may block on a future without a way out. An abandoned
+// future's goroutine ends whenever raft does answer it.
+func awaitFuture(stop <-chan struct{}, f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-stop:
 		return ErrShutdown
 	}
 }
