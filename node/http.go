@@ -71,6 +71,7 @@ func (n *Node) httpHandler() (http.Handler, *apiserver.Server, error) {
 	mux.Handle("/v2/", n.requireNode(n.registryHandler()))
 	mux.Handle("/debug/pprof/", n.requireCluster(http.HandlerFunc(pprof.Index)))
 	mux.Handle("/debug/pprof/profile", n.requireCluster(http.HandlerFunc(pprof.Profile)))
+	mux.Handle("/debug/pprof/trace", n.requireCluster(http.HandlerFunc(pprof.Trace)))
 	mux.Handle("/", api)
 	return mux, api, nil
 }
