@@ -234,13 +234,18 @@ func runSched(ctx context.Context, bin string, t *table) (err error) {
 	err = parallel(schedNodes, 32, func(i int) error {
 		n := hollowNode(i)
 		st := n.Status
-		got, err := cs.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{})
+		got, err := retried(func() (*corev1.Node, error) { return cs.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{}) })
+		if apierrors.IsAlreadyExists(err) { // an earlier try committed after all
+			got, err = cs.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
+		}
 		if err != nil {
 			return fmt.Errorf("create node %s: %w", n.Name, err)
 		}
 		if c := readyOf(got); c == nil || c.Status != corev1.ConditionTrue || got.Status.Allocatable.Pods().Value() != 110 {
 			got.Status = st
-			if _, err := cs.CoreV1().Nodes().UpdateStatus(ctx, got, metav1.UpdateOptions{}); err != nil {
+			if _, err := retried(func() (*corev1.Node, error) {
+				return cs.CoreV1().Nodes().UpdateStatus(ctx, got, metav1.UpdateOptions{})
+			}); err != nil {
 				return fmt.Errorf("node %s status: %w", n.Name, err)
 			}
 		}
@@ -268,10 +273,12 @@ func runSched(ctx context.Context, bin string, t *table) (err error) {
 	}
 
 	// The watch: bound[i] is when pod i was first seen with a nodeName.
-	createT := make([]atomic.Int64, schedPods)
-	bound := make([]atomic.Int64, schedPods)
+	live := schedPods / 5 // pods of the second phase
+	total := schedPods + live
+	createT := make([]atomic.Int64, total)
+	bound := make([]atomic.Int64, total)
 	var nbound atomic.Int64
-	allBound := make(chan struct{})
+	queuedBound, allBound := make(chan struct{}), make(chan struct{})
 	wctx, wcancel := context.WithCancel(ctx)
 	defer wcancel()
 	wready := make(chan struct{})
@@ -280,11 +287,14 @@ func runSched(ctx context.Context, bin string, t *table) (err error) {
 			return
 		}
 		i, err := strconv.Atoi(strings.TrimPrefix(p.Name, "sched-"))
-		if err != nil || i < 0 || i >= schedPods {
+		if err != nil || i < 0 || i >= total {
 			return
 		}
 		if bound[i].CompareAndSwap(0, now.UnixNano()) {
-			if nbound.Add(1) == int64(schedPods) {
+			switch nbound.Add(1) {
+			case int64(schedPods):
+				close(queuedBound)
+			case int64(total):
 				close(allBound)
 			}
 		}
@@ -294,62 +304,105 @@ func runSched(ctx context.Context, bin string, t *table) (err error) {
 	case <-time.After(30 * time.Second):
 		return errors.New("pod watch: no list after 30 s")
 	}
+	create := func(from, to int) (wall time.Duration, retries int64, err error) {
+		start := time.Now()
+		var createErrs, lastCreate atomic.Int64
+		err = parallel(to-from, 32, func(j int) error {
+			i := from + j
+			t0 := time.Now()
+			createT[i].Store(t0.UnixNano())
+			for try := 0; ; try++ {
+				_, err := cs.CoreV1().Pods(schedNS).Create(ctx, schedPod(i), metav1.CreateOptions{})
+				if err == nil || apierrors.IsAlreadyExists(err) {
+					break
+				}
+				createErrs.Add(1)
+				if try == 3 {
+					return fmt.Errorf("create pod %d: %w", i, err)
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			for {
+				l := lastCreate.Load()
+				now := time.Now().UnixNano()
+				if now <= l || lastCreate.CompareAndSwap(l, now) {
+					break
+				}
+			}
+			return nil
+		})
+		return time.Duration(lastCreate.Load() - start.UnixNano()), createErrs.Load(), err
+	}
+	wait := func(ch chan struct{}, want int) error {
+		select {
+		case <-ch:
+			return nil
+		case <-time.After(5 * time.Minute):
+			return fmt.Errorf("%d of %d pods bound after 5 min", nbound.Load(), want)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	// steady is the binding rate between the 10th and the 90th percentile
+	// binding of pods [from, to).
+	times := func(from, to int) (bts []int64, lats []time.Duration) {
+		for i := from; i < to; i++ {
+			bts = append(bts, bound[i].Load())
+			lats = append(lats, time.Duration(bound[i].Load()-createT[i].Load()))
+		}
+		slices.Sort(bts)
+		slices.Sort(lats)
+		return bts, lats
+	}
+	steady := func(bts []int64) float64 {
+		lo, hi := len(bts)/10, len(bts)*9/10
+		return float64(hi-lo) / (float64(bts[hi]-bts[lo]) / 1e9)
+	}
 
-	start := time.Now()
-	var createErrs atomic.Int64
-	var lastCreate atomic.Int64
-	err = parallel(schedPods, 32, func(i int) error {
-		t0 := time.Now()
-		createT[i].Store(t0.UnixNano())
-		for try := 0; ; try++ {
-			_, err := cs.CoreV1().Pods(schedNS).Create(ctx, schedPod(i), metav1.CreateOptions{})
-			if err == nil || apierrors.IsAlreadyExists(err) {
-				break
-			}
-			createErrs.Add(1)
-			if try == 3 {
-				return fmt.Errorf("create pod %d: %w", i, err)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-		for {
-			l := lastCreate.Load()
-			now := time.Now().UnixNano()
-			if now <= l || lastCreate.CompareAndSwap(l, now) {
-				break
-			}
-		}
-		return nil
-	})
+	// Phase 1, the scheduler alone: pods queue while it is paused
+	// (kube-system/shoal-scheduler paused: "true"), then it places them all.
+	cfg := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "shoal-scheduler"}, Data: map[string]string{"paused": "true"}}
+	if cfg, err = cs.CoreV1().ConfigMaps("kube-system").Create(ctx, cfg, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("pausing the scheduler: %w", err)
+	}
+	createWall, retries, err := create(0, schedPods)
 	if err != nil {
 		return err
 	}
-	createWall := time.Duration(lastCreate.Load() - start.UnixNano())
-	select {
-	case <-allBound:
-	case <-time.After(5 * time.Minute):
-		return fmt.Errorf("%d of %d pods bound after 5 min", nbound.Load(), schedPods)
-	case <-ctx.Done():
-		return ctx.Err()
+	if n := nbound.Load(); n != 0 {
+		return fmt.Errorf("%d pods bound while the scheduler was paused", n)
 	}
-	var lats []time.Duration
-	var bts []int64
-	for i := range schedPods {
-		b := bound[i].Load()
-		bts = append(bts, b)
-		lats = append(lats, time.Duration(b-createT[i].Load()))
+	cfg.Data["paused"] = "false"
+	resume := time.Now()
+	if _, err := cs.CoreV1().ConfigMaps("kube-system").Update(ctx, cfg, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("resuming the scheduler: %w", err)
 	}
-	slices.Sort(bts)
-	slices.Sort(lats)
-	wall := time.Duration(bts[len(bts)-1] - start.UnixNano())
-	lo, hi := len(bts)/10, len(bts)*9/10
-	steady := float64(hi-lo) / (float64(bts[hi]-bts[lo]) / 1e9)
-	t.add(fmt.Sprintf("sched: create %d pods (32 workers) via leader", schedPods),
-		fmt.Sprintf("%s  %.0f creates/s  (retried errors %d)", secs(createWall), float64(schedPods)/createWall.Seconds(), createErrs.Load()), "API write rate ~3,000/s here: the likely bottleneck")
-	t.add(fmt.Sprintf("sched: %d pods on %d hollow nodes: first create → last bound", schedPods, schedNodes),
-		fmt.Sprintf("%s  %.0f pods/s bound", secs(wall), float64(schedPods)/wall.Seconds()), "≥ 5,000 pods/s (kube-scheduler CI 680–810/s)")
-	t.add("sched: binding rate, steady window (10th → 90th percentile binding)", fmt.Sprintf("%.0f pods/s", steady), "≥ 5,000 pods/s")
-	t.add("sched: per-pod create → bound (watch)", fmt.Sprintf("p50 %s  p99 %s", ms(pct(lats, 50)), ms(pct(lats, 99))), "")
+	if err := wait(queuedBound, schedPods); err != nil {
+		return err
+	}
+	bts, _ := times(0, schedPods)
+	wall := time.Duration(bts[len(bts)-1] - resume.UnixNano())
+	firstBind := time.Duration(bts[0] - resume.UnixNano())
+	t.add(fmt.Sprintf("sched: create %d pods (32 workers) via leader, scheduler paused", schedPods),
+		fmt.Sprintf("%s  %.0f creates/s  (retried errors %d)", secs(createWall), float64(schedPods)/createWall.Seconds(), retries), "API write rate ~3,000/s here")
+	t.add(fmt.Sprintf("sched: %d queued pods on %d hollow nodes: resume → last bound (watch)", schedPods, schedNodes),
+		fmt.Sprintf("%s  %.0f pods/s bound and committed (first binding after %s)", secs(wall), float64(schedPods)/wall.Seconds(), ms(firstBind)), "≥ 5,000 pods/s (kube-scheduler CI 680–810/s)")
+	t.add("sched: queued pods, binding rate in the steady window (10th → 90th percentile)", fmt.Sprintf("%.0f pods/s", steady(bts)), "≥ 5,000 pods/s")
+
+	// Phase 2, scheduling while pods are created: what a user sees.
+	createWall, retries, err = create(schedPods, total)
+	if err != nil {
+		return err
+	}
+	if err := wait(allBound, total); err != nil {
+		return err
+	}
+	bts, lats := times(schedPods, total)
+	wall = time.Duration(bts[len(bts)-1] - createT[schedPods].Load())
+	t.add(fmt.Sprintf("sched: %d more pods created (32 workers, %.0f creates/s) while scheduling: first create → last bound", live, float64(live)/createWall.Seconds()),
+		fmt.Sprintf("%s  %.0f pods/s bound", secs(wall), float64(live)/wall.Seconds()), "bounded by the create rate")
+	t.add("sched: per-pod create → bound while creating (watch)", fmt.Sprintf("p50 %s  p99 %s", ms(pct(lats, 50)), ms(pct(lats, 99))), "")
+	schedPods = total // what the leader now stores
 	wcancel()
 
 	// Leader memory and a snapshot with the pods stored.
@@ -389,6 +442,19 @@ func runSched(ctx context.Context, bin string, t *table) (err error) {
 			fmt.Sprintf("%s written in %s (store → file; FSM capture excluded)", mib(size), ms(took)), "")
 	}
 	return nil
+}
+
+// retried calls f until it succeeds, fails for good or has failed 4 times:
+// a write whose outcome was unknown (leadership changed under a loaded
+// machine) or that found no leader is tried again, as a client would.
+func retried[T any](f func() (T, error)) (T, error) {
+	for try := 0; ; try++ {
+		v, err := f()
+		if err == nil || try == 3 || !(apierrors.IsServiceUnavailable(err) || apierrors.IsInternalError(err) || apierrors.IsTimeout(err) || apierrors.IsServerTimeout(err)) {
+			return v, err
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 func readyOf(n *corev1.Node) *corev1.NodeCondition {
