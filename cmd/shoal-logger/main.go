@@ -7,6 +7,15 @@
 // about a megabyte and a millisecond instead of the full shoal binary's
 // package initialisation and memory. The agent uses it when it sits next to
 // the shoal executable, and falls back to `shoal container-logger`.
+//
+// For a container with stdin or a terminal, the agent itself starts it, in
+// a session of its own, in FIFO mode:
+//
+//	shoal-logger container-logger fifo --stdout FIFO [--stderr FIFO] [CONFIG]
+//
+// It then reads the container's output from the FIFOs the shim writes and
+// exits when the shim closes them (see logfile.FIFOLogger). Both modes go
+// through logfile.LoggerMain, so `shoal container-logger` has them too.
 package main
 
 import (

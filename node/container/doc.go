@@ -23,8 +23,9 @@
 //
 // Runtime implementations are safe for concurrent use. Calls on different
 // containers run in parallel; the mutating calls on one container (Create,
-// Start, Stop, Remove) are serialized in arrival order. Exec, Status and List
-// take no per-container lock, so an Exec may run for as long as it likes.
+// Start, Stop, Remove) are serialized in arrival order. Exec, AttachStdin,
+// ResizeTTY, Status and List take no per-container lock, so an Exec may run
+// for as long as it likes.
 //
 // Exits has a single consumer. It is fed through an unbounded queue, so the
 // runtime never blocks on a slow consumer and never drops an exit; an exit is

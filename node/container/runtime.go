@@ -64,6 +64,21 @@ type Runtime interface {
 	// copied. ErrNotRunning if the container is not running. Cancelling ctx
 	// kills the process.
 	Exec(ctx context.Context, id string, spec ExecSpec) (exitCode int, err error)
+	// AttachStdin opens the stdin of running container id, created with
+	// ContainerSpec.Stdin, for writing: what is written reaches the main
+	// process in order. Several writers may be open at once. Closing one
+	// does not close the process's stdin, except for a StdinOnce container,
+	// whose stdin the first close ends for good. Writes fail once the
+	// process is gone (the first of them may still be taken). ErrNotRunning if the container is not running,
+	// ErrInvalid if it has no stdin or its stdin is closed (StdinOnce
+	// spent), ErrNotFound if it does not exist. Like Exec, it takes no
+	// per-container lock; the writer may be used until it is closed.
+	AttachStdin(ctx context.Context, id string) (io.WriteCloser, error)
+	// ResizeTTY sets the terminal size of running container id, created
+	// with ContainerSpec.TTY. ErrNotRunning if the container is not
+	// running, ErrInvalid if it has no terminal, ErrNotFound if it does not
+	// exist.
+	ResizeTTY(ctx context.Context, id string, size Size) error
 	// Exits delivers an Exit each time a container's main process exits.
 	Exits() <-chan Exit
 }

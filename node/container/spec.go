@@ -34,6 +34,20 @@ type ContainerSpec struct {
 	// "/shoal/pod-<uid>") under which the container's cgroup <ID> is made.
 	// "" uses the implementation's default parent.
 	CgroupParent string
+
+	// Stdin keeps the main process's stdin open for Runtime.AttachStdin
+	// (Kubernetes' stdin): it blocks reading until a writer attaches and
+	// sees end of file only when the run ends, not when a writer goes,
+	// unless StdinOnce. Without Stdin the process's stdin is empty.
+	Stdin bool
+	// StdinOnce closes stdin for good (the process sees end of file) when
+	// the first writer AttachStdin returned is closed; the next run of the
+	// container gets a fresh one. It means nothing without Stdin.
+	StdinOnce bool
+	// TTY gives the main process a terminal (process.terminal): stdout and
+	// stderr both go to it, so its log has only stdout, and
+	// Runtime.ResizeTTY sets its size.
+	TTY bool
 }
 
 // ReservedLabelPrefix starts the label keys implementations keep for

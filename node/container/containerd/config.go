@@ -37,6 +37,9 @@ type Config struct {
 	// "LogBinary LogBinaryArgs[0] <logfile.LoggerArg JSON>" for each run, as
 	// its own child, so it outlives the agent and the daemon. "" leaves the
 	// shim appending raw stdout and stderr to LogPath, never rotated.
+	// Containers with stdin or a terminal need it: the runtime starts
+	// "LogBinary LogBinaryArgs[0] fifo ..." for them (logfile.FIFOLogger),
+	// in a session of its own, so it outlives the agent too.
 	LogBinary string
 	// LogBinaryArgs is the fixed argument before the JSON, exactly one
 	// (such as "container-logger" for `shoal container-logger`): the shim

@@ -10,13 +10,14 @@ import (
 // The real runtime passes the same contract as the fake.
 func TestConformance(t *testing.T) {
 	d := sharedDaemon(t)
-	rt := newRuntime(t, d)
+	rt := loggingRuntime(t, loggingConfig(t, d)) // with a logger: stdin and tty
 	ref := importBusybox(t, rt)
 	containertest.TestRuntime(t, containertest.Harness{
 		Runtime:  rt,
 		Image:    ref,
 		Spec:     containertest.ExitFileSpec(ref),
 		MakeExit: containertest.ExitFileMakeExit(rt),
+		Stdin:    true,
 		// Another namespace of the daemon plays the peer.
 		Mirror: func(t *testing.T) (container.Mirror, string) {
 			const pulled = "shoal.test/pulled:1"

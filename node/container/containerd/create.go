@@ -16,6 +16,9 @@ func (r *Runtime) CreateContainer(ctx context.Context, spec container.ContainerS
 	if err := spec.Validate(); err != nil {
 		return err
 	}
+	if (spec.Stdin || spec.TTY) && r.cfg.LogBinary == "" {
+		return fmt.Errorf("creating container %s: stdin and tty need a logging binary (Config.LogBinary): %w", spec.ID, container.ErrInvalid)
+	}
 	unlock, err := r.lock(ctx, spec.ID)
 	if err != nil {
 		return err
@@ -59,6 +62,7 @@ func (r *Runtime) CreateContainer(ctx context.Context, spec container.ContainerS
 		stopSignal = "SIGTERM"
 	}
 	labels[ctd.StopSignalLabel] = stopSignal
+	stdioLabels(spec, labels)
 
 	create := func() error {
 		_, err := r.client.NewContainer(ctx, spec.ID,

@@ -7,7 +7,10 @@
 // an overlayfs snapshot named after the container ID, and a task whose
 // stdout and stderr go to the spec's LogPath: through Config.LogBinary (a
 // logger process the shim starts, writing rotated CRI-format logs), or
-// appended raw by the shim when none is set. Shims outlive
+// appended raw by the shim when none is set. A container with stdin or a
+// terminal runs with FIFOs instead, read by the same logging binary in FIFO
+// mode, which the runtime starts detached (see stdio.go); AttachStdin
+// writes to its stdin FIFO, ResizeTTY resizes its terminal. Shims outlive
 // both the daemon and this process, so a new Runtime on the same daemon (an
 // agent restart) finds running containers with List and Status, and keeps
 // reporting their exits.

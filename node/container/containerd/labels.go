@@ -19,6 +19,9 @@ const (
 	labelFinishedAt = container.ReservedLabelPrefix + "finished-at"
 	labelExitCode   = container.ReservedLabelPrefix + "exit-code"
 	labelOOMKilled  = container.ReservedLabelPrefix + "oom-killed"
+	labelStdin      = container.ReservedLabelPrefix + "stdin"
+	labelStdinOnce  = container.ReservedLabelPrefix + "stdin-once"
+	labelTTY        = container.ReservedLabelPrefix + "tty"
 )
 
 // userLabels drops the labels of this package and containerd's.

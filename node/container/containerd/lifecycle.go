@@ -2,7 +2,9 @@ package containerd
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -42,13 +44,37 @@ func (r *Runtime) StartContainer(ctx context.Context, id string) error {
 	}
 
 	creator := cio.NullIO
-	if lp := rec.Labels[labelLogPath]; lp != "" {
+	var logger *loggerProc
+	lp := rec.Labels[labelLogPath]
+	switch st := stdioOf(rec.Labels); {
+	case st.fifos():
+		set, err := r.prepareFIFOs(id, st)
+		if err != nil {
+			return fmt.Errorf("starting container %s: %w", id, err)
+		}
+		if logger, err = r.startLogger(id, set, lp); err != nil {
+			return fmt.Errorf("starting container %s: %w", id, err)
+		}
+		creator = set.creator()
+	case lp != "":
 		if creator, err = r.logIO(lp); err != nil {
 			return fmt.Errorf("starting container %s: %w", id, err)
 		}
 	}
-	task, err := c.NewTask(ctx, creator, r.withRuncRoot)
+	tctx, stopWatch := ctx, func() {}
+	if logger != nil {
+		tctx, stopWatch = logger.untilExit(ctx)
+	}
+	task, err := c.NewTask(tctx, creator, r.withRuncRoot)
+	loggerGone := errors.Is(context.Cause(tctx), errLoggerExited)
+	stopWatch()
 	if err != nil {
+		if logger != nil {
+			logger.kill()
+			if loggerGone {
+				err = fmt.Errorf("%w (see %s)", errLoggerExited, filepath.Join(r.stdioDir(id), loggerLogFile))
+			}
+		}
 		return wrapErr(err, "starting container %s", id)
 	}
 	r.startWaiter(id) // wait before start: the exit cannot be missed
@@ -198,6 +224,9 @@ func (r *Runtime) RemoveContainer(ctx context.Context, id string) error {
 				r.cfg.logf("containerd: %v", err)
 			}
 		}
+		if err := r.removeFIFOs(id); err != nil {
+			r.cfg.logf("containerd: container %s: %v", id, err)
+		}
 		return nil
 	} else if err != nil {
 		return wrapErr(err, "removing container %s", id)
@@ -215,6 +244,9 @@ func (r *Runtime) RemoveContainer(ctx context.Context, id string) error {
 	}
 	if err := r.client.ContainerService().Delete(ctx, id); err != nil && !isNotFound(err) {
 		return wrapErr(err, "removing container %s", id)
+	}
+	if err := r.removeFIFOs(id); err != nil {
+		r.cfg.logf("containerd: container %s: %v", id, err)
 	}
 	return nil
 }

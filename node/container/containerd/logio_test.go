@@ -19,10 +19,11 @@ import (
 )
 
 // The test binary is its own logging binary: the shim starts it as
-// "<test binary> container-logger <config>" (see loggingConfig), before
+// "<test binary> container-logger <config>", the runtime as
+// "<test binary> container-logger fifo ..." (see loggingConfig), before
 // any test runs.
 func init() {
-	if len(os.Args) == 3 && os.Args[1] == logfile.LoggerCommand {
+	if len(os.Args) >= 3 && os.Args[1] == logfile.LoggerCommand {
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 		err := logfile.LoggerMain(ctx, os.Args[2:])
 		stop()

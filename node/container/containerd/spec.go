@@ -5,6 +5,7 @@ import (
 	"os"
 	"path"
 	"slices"
+	"strings"
 
 	"github.com/containerd/containerd/containers"
 	"github.com/containerd/containerd/oci"
@@ -98,6 +99,12 @@ func withProcess(spec container.ContainerSpec, img ocispec.ImageConfig) oci.Spec
 		}
 		if spec.WorkingDir != "" {
 			s.Process.Cwd = spec.WorkingDir
+		}
+		// A terminal, and TERM for it unless the image sets one (the
+		// spec's Env, applied next, wins over both).
+		s.Process.Terminal = spec.TTY
+		if spec.TTY && !slices.ContainsFunc(s.Process.Env, func(e string) bool { return strings.HasPrefix(e, "TERM=") }) {
+			s.Process.Env = append(s.Process.Env, "TERM=xterm")
 		}
 		return nil
 	}

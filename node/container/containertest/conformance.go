@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"testing"
@@ -29,6 +30,10 @@ type Harness struct {
 	// PullImage) holding an image Runtime lacks, and that image's ref,
 	// for the pull cases.
 	Mirror func(t *testing.T) (container.Mirror, string)
+	// Stdin says that Runtime runs containers with ContainerSpec.Stdin and
+	// TTY (the containerd runtime needs a logging binary for them), for
+	// the AttachStdin and ResizeTTY cases that need such a container.
+	Stdin bool
 }
 
 // ExitFileSpec is a Spec for runtimes that run real processes: a busybox
@@ -171,6 +176,9 @@ func TestRuntime(t *testing.T, h Harness) {
 	expectErr("Status absent", err, container.ErrNotFound)
 	_, err = rt.Exec(ctx, absent, container.ExecSpec{Cmd: []string{"true"}})
 	expectErr("Exec absent", err, container.ErrNotFound)
+	_, err = rt.AttachStdin(ctx, absent)
+	expectErr("AttachStdin absent", err, container.ErrNotFound)
+	expectErr("ResizeTTY absent", rt.ResizeTTY(ctx, absent, container.Size{Width: 80, Height: 24}), container.ErrNotFound)
 	expectOK("Remove absent", rt.RemoveContainer(ctx, absent))
 
 	// Bad specs.
@@ -213,6 +221,9 @@ func TestRuntime(t *testing.T, h Harness) {
 	}
 	_, err = rt.Exec(ctx, id, container.ExecSpec{})
 	expectErr("Exec without command", err, container.ErrInvalid)
+	_, err = rt.AttachStdin(ctx, id)
+	expectErr("AttachStdin without stdin", err, container.ErrInvalid)
+	expectErr("ResizeTTY without a terminal", rt.ResizeTTY(ctx, id, container.Size{Width: 80, Height: 24}), container.ErrInvalid)
 	expectOK("MakeExit", h.MakeExit(ctx, id, 3))
 	if e := waitExit("exit 3"); e.ExitCode != 3 || e.OOMKilled || e.At.IsZero() {
 		t.Errorf("exit = %+v, want code 3", e)
@@ -263,4 +274,56 @@ func TestRuntime(t *testing.T, h Harness) {
 	// The ID is free again.
 	expectOK("Create after remove", rt.CreateContainer(ctx, h.Spec(id)))
 	expectOK("Remove created", rt.RemoveContainer(ctx, id))
+
+	if h.Stdin {
+		testStdin(t, h, id)
+	}
+}
+
+// testStdin: a container with a StdinOnce stdin and a terminal.
+func testStdin(t *testing.T, h Harness, id string) {
+	t.Helper()
+	ctx := context.Background()
+	rt := h.Runtime
+	spec := h.Spec(id)
+	spec.Stdin, spec.StdinOnce, spec.TTY = true, true, true
+	if err := rt.CreateContainer(ctx, spec); err != nil {
+		t.Fatalf("Create with stdin and a terminal: %v", err)
+	}
+	defer rt.RemoveContainer(ctx, id)
+	size := container.Size{Width: 100, Height: 40}
+	if _, err := rt.AttachStdin(ctx, id); !errors.Is(err, container.ErrNotRunning) {
+		t.Errorf("AttachStdin created: %v, want ErrNotRunning", err)
+	}
+	if err := rt.ResizeTTY(ctx, id, size); !errors.Is(err, container.ErrNotRunning) {
+		t.Errorf("ResizeTTY created: %v, want ErrNotRunning", err)
+	}
+	if err := rt.StartContainer(ctx, id); err != nil {
+		t.Fatalf("Start with stdin and a terminal: %v", err)
+	}
+	if err := rt.ResizeTTY(ctx, id, size); err != nil {
+		t.Errorf("ResizeTTY: %v", err)
+	}
+	w1, err := rt.AttachStdin(ctx, id)
+	if err != nil {
+		t.Fatalf("AttachStdin: %v", err)
+	}
+	w2, err := rt.AttachStdin(ctx, id)
+	if err != nil {
+		t.Fatalf("AttachStdin, a second writer: %v", err)
+	}
+	if _, err := io.WriteString(w1, "hello\n"); err != nil {
+		t.Errorf("writing stdin: %v", err)
+	}
+	if err := w1.Close(); err != nil {
+		t.Errorf("closing stdin: %v", err)
+	}
+	// StdinOnce: spent by the first close, for new writers.
+	if _, err := rt.AttachStdin(ctx, id); !errors.Is(err, container.ErrInvalid) {
+		t.Errorf("AttachStdin after a StdinOnce close: %v, want ErrInvalid", err)
+	}
+	w2.Close()
+	if err := rt.RemoveContainer(ctx, id); err != nil {
+		t.Fatalf("Remove with stdin: %v", err)
+	}
 }

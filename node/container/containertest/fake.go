@@ -7,9 +7,11 @@
 // running container, Inject makes calls fail, SetExecHandler decides what
 // an Exec does, SetStopBehaviour whether a container honours SIGTERM,
 // AddRemoteImage and SetSourceDown what PullImage finds on which mirror or
-// registry. It validates and fails like the real runtime (ErrNotFound,
-// ErrAlreadyExists, ErrInvalid, ErrNotRunning; removing what is gone
-// succeeds). It never sleeps: a Stop grace is recorded, not waited.
+// registry; Stdin and Resizes show what AttachStdin's writers wrote and
+// ResizeTTY set in a container's current run. It validates and fails like
+// the real runtime (ErrNotFound, ErrAlreadyExists, ErrInvalid,
+// ErrNotRunning; removing what is gone succeeds). It never sleeps: a Stop
+// grace is recorded, not waited.
 //
 // Fake is safe for concurrent use; handlers it calls run without its lock.
 package containertest
@@ -44,6 +46,8 @@ const (
 	OpStatus      Op = "Status"
 	OpList        Op = "List"
 	OpExec        Op = "Exec"
+	OpAttachStdin Op = "AttachStdin"
+	OpResizeTTY   Op = "ResizeTTY"
 )
 
 // Fault makes matching calls fail with Err before doing anything.
@@ -93,6 +97,10 @@ type fakeContainer struct {
 	spec   container.ContainerSpec
 	status container.ContainerStatus
 	stop   StopBehaviour
+	// The current run's stdin and terminal (see Stdin and Resizes).
+	stdin       []byte
+	stdinClosed bool
+	resizes     []container.Size
 }
 
 var _ container.Runtime = (*Fake)(nil)
@@ -234,6 +242,30 @@ func (f *Fake) Spec(id string) (container.ContainerSpec, bool) {
 		return container.ContainerSpec{}, false
 	}
 	return cloneSpec(c.spec), true
+}
+
+// Stdin returns what writers from AttachStdin have written to container
+// id's current run, and whether its stdin is closed (StdinOnce spent).
+func (f *Fake) Stdin(id string) (data []byte, closed bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.ctrs[id]
+	if !ok {
+		return nil, false
+	}
+	return slices.Clone(c.stdin), c.stdinClosed
+}
+
+// Resizes returns the terminal sizes ResizeTTY set in container id's
+// current run, in order.
+func (f *Fake) Resizes(id string) []container.Size {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.ctrs[id]
+	if !ok {
+		return nil
+	}
+	return slices.Clone(c.resizes)
 }
 
 // Exit ends running container id's main process with code, as if it had

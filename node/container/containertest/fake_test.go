@@ -32,6 +32,7 @@ func TestFakeConformance(t *testing.T) {
 			return container.ContainerSpec{ID: id, Image: "busybox", Command: []string{"sleep", "60"}}
 		},
 		MakeExit: func(_ context.Context, id string, code int) error { return f.Exit(id, code, false) },
+		Stdin:    true,
 		Mirror: func(t *testing.T) (container.Mirror, string) {
 			if _, err := f.AddRemoteImage("peer.test:7443", "example.com/remote:1", container.ImageConfig{Cmd: []string{"sh"}}); err != nil {
 				t.Fatal(err)
@@ -282,4 +283,79 @@ func TestFakePull(t *testing.T) {
 			t.Errorf("calls %+v", calls)
 		}
 	})
+}
+
+func TestFakeStdin(t *testing.T) {
+	f := newFake(t)
+	ctx := context.Background()
+	spec := container.ContainerSpec{ID: "c1", Image: "busybox", Stdin: true, StdinOnce: true, TTY: true}
+	if err := f.CreateContainer(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.StartContainer(ctx, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	w1, err := f.AttachStdin(ctx, "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w2, err := f.AttachStdin(ctx, "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(w1, "one ")
+	io.WriteString(w2, "two")
+	w1.Close()
+	if _, err := io.WriteString(w1, "x"); err == nil {
+		t.Error("write after close succeeded")
+	}
+	// The first close spent the StdinOnce stdin for new writers; one
+	// still open goes on, as with a real FIFO.
+	if _, err := io.WriteString(w2, " three"); err != nil {
+		t.Errorf("write by the other writer: %v", err)
+	}
+	if data, closed := f.Stdin("c1"); string(data) != "one two three" || !closed {
+		t.Errorf("Stdin = %q, %v; want the writes, closed", data, closed)
+	}
+	if _, err := f.AttachStdin(ctx, "c1"); !errors.Is(err, container.ErrInvalid) {
+		t.Errorf("AttachStdin after the StdinOnce close: %v", err)
+	}
+	if err := f.ResizeTTY(ctx, "c1", container.Size{Width: 80, Height: 24}); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.Resizes("c1"); len(got) != 1 || got[0] != (container.Size{Width: 80, Height: 24}) {
+		t.Errorf("Resizes = %v", got)
+	}
+
+	// The run ends: its writers fail. The next run has a fresh stdin.
+	if err := f.Exit("c1", 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(w2, "late"); !errors.Is(err, io.ErrClosedPipe) {
+		t.Errorf("write after the exit: %v, want io.ErrClosedPipe", err)
+	}
+	if err := f.StartContainer(ctx, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	if data, closed := f.Stdin("c1"); len(data) != 0 || closed || len(f.Resizes("c1")) != 0 {
+		t.Errorf("a new run has stdin %q, closed %v, resizes %v", data, closed, f.Resizes("c1"))
+	}
+	w3, err := f.AttachStdin(ctx, "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(w3, "again")
+	if _, err := io.WriteString(w2, "old run"); !errors.Is(err, io.ErrClosedPipe) {
+		t.Errorf("write by a writer of the old run: %v", err)
+	}
+	if data, _ := f.Stdin("c1"); string(data) != "again" {
+		t.Errorf("Stdin of the new run = %q", data)
+	}
+	ops := map[Op]bool{}
+	for _, c := range f.Calls() {
+		ops[c.Op] = true
+	}
+	if !ops[OpAttachStdin] || !ops[OpResizeTTY] {
+		t.Errorf("calls %v lack AttachStdin or ResizeTTY", f.Calls())
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"maps"
 	"net"
+	"os"
 	"sort"
 	"strings"
 	"time"
@@ -106,6 +107,7 @@ func (f *Fake) StartContainer(ctx context.Context, id string) error {
 	}
 	f.nextPid++
 	c.status.State, c.status.Pid, c.status.StartedAt = container.StateRunning, f.nextPid, f.now()
+	c.stdin, c.stdinClosed, c.resizes = nil, false, nil // a fresh stdin and terminal per run
 	c.status.ExitCode, c.status.FinishedAt, c.status.OOMKilled = 0, time.Time{}, false
 	return nil
 }
@@ -199,6 +201,78 @@ func (f *Fake) Exec(ctx context.Context, id string, spec container.ExecSpec) (in
 		return 0, nil
 	}
 	return h(ctx, id, spec)
+}
+
+// AttachStdin implements container.Runtime: the writer appends to what
+// Stdin returns, and fails (io.ErrClosedPipe) once the run it attached to
+// is over.
+func (f *Fake) AttachStdin(ctx context.Context, id string) (io.WriteCloser, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, err := f.containerLocked(OpAttachStdin, id, 0)
+	switch {
+	case err != nil:
+		return nil, err
+	case !c.spec.Stdin:
+		return nil, fmt.Errorf("attaching to the stdin of %s: it was created without stdin: %w", id, container.ErrInvalid)
+	case c.status.State != container.StateRunning:
+		return nil, fmt.Errorf("attaching to the stdin of %s: %w", id, container.ErrNotRunning)
+	case c.stdinClosed:
+		return nil, fmt.Errorf("attaching to the stdin of %s: its stdin is closed: %w", id, container.ErrInvalid)
+	}
+	return &fakeStdin{f: f, c: c, pid: c.status.Pid}, nil
+}
+
+// fakeStdin is a writer AttachStdin returned, attached to one run (pid).
+type fakeStdin struct {
+	f      *Fake
+	c      *fakeContainer
+	pid    int
+	closed bool // guarded by f.mu
+}
+
+func (w *fakeStdin) Write(p []byte) (int, error) {
+	w.f.mu.Lock()
+	defer w.f.mu.Unlock()
+	if w.closed {
+		return 0, os.ErrClosed
+	}
+	if w.f.ctrs[w.c.spec.ID] != w.c || w.c.status.State != container.StateRunning || w.c.status.Pid != w.pid {
+		return 0, io.ErrClosedPipe
+	}
+	w.c.stdin = append(w.c.stdin, p...)
+	return len(p), nil
+}
+
+// Close ends the container's stdin if it is StdinOnce.
+func (w *fakeStdin) Close() error {
+	w.f.mu.Lock()
+	defer w.f.mu.Unlock()
+	if w.closed {
+		return nil
+	}
+	w.closed = true
+	if w.c.spec.StdinOnce && w.c.status.Pid == w.pid {
+		w.c.stdinClosed = true
+	}
+	return nil
+}
+
+// ResizeTTY implements container.Runtime: Resizes returns the sizes.
+func (f *Fake) ResizeTTY(ctx context.Context, id string, size container.Size) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, err := f.containerLocked(OpResizeTTY, id, 0)
+	switch {
+	case err != nil:
+		return err
+	case !c.spec.TTY:
+		return fmt.Errorf("resizing the terminal of %s: it has none: %w", id, container.ErrInvalid)
+	case c.status.State != container.StateRunning:
+		return fmt.Errorf("resizing the terminal of %s: %w", id, container.ErrNotRunning)
+	}
+	c.resizes = append(c.resizes, size)
+	return nil
 }
 
 // Exits implements container.Runtime.

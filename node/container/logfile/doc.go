@@ -59,4 +59,10 @@
 // then it writes as it reads (and unfinished lines after PartialFlush), so
 // the log is complete shortly after the container exits; see
 // ReadOptions.Done for following a log to the container's end.
+//
+// A container with stdin or a terminal cannot use binary IO, which has no
+// stdin: its streams are FIFOs the runtime makes, and the same binary runs
+// in FIFO mode (FIFOCommand, FIFOLogger), started by the runtime itself,
+// detached, rather than by the shim. It writes the same records, rotates
+// the same way, and exits when the shim closes the output FIFOs.
 package logfile

@@ -68,6 +68,14 @@ func RunLogger(ctx context.Context, args []string, stdout, stderr io.Reader, rea
 			errs = append(errs, fmt.Errorf("logfile: signalling ready: %w", err))
 		}
 	}
+	return copyToLog(ctx, w, errs, stdout, stderr)
+}
+
+// copyToLog is the rest of RunLogger once the log is open: it copies
+// stdout and stderr (either may be nil) into w (nil drops them) until both
+// reach end of file, or drainTimeout after ctx ends, then closes w. errs
+// are the failures so far; they are returned with the ones that follow.
+func copyToLog(ctx context.Context, w *Writer, errs []error, stdout, stderr io.Reader) error {
 	results := make(chan error, 2)
 	left := 0
 	for _, src := range []struct {

@@ -11,3 +11,8 @@ import (
 func LoggerMain(context.Context, []string) error {
 	return errors.New("logfile: the container logger needs unix")
 }
+
+// RunFIFOLogger is the FIFO-mode logging process, which needs unix.
+func RunFIFOLogger(context.Context, FIFOLogger) error {
+	return errors.New("logfile: the container logger needs unix")
+}

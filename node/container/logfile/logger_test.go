@@ -31,10 +31,23 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
+	if os.Getenv(fifoLoggerEnv) != "" {
+		// TestFIFOLoggerProcess: the arguments are the logger's.
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+		defer stop()
+		if err := LoggerMain(ctx, os.Args[1:]); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	os.Exit(m.Run())
 }
 
-const loggerEnv = "LOGFILE_TEST_LOGGER_CONFIG"
+const (
+	loggerEnv     = "LOGFILE_TEST_LOGGER_CONFIG"
+	fifoLoggerEnv = "LOGFILE_TEST_FIFO_LOGGER"
+)
 
 func loggerArg(t *testing.T, cfg Config) string {
 	t.Helper()

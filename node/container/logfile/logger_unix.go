@@ -15,7 +15,20 @@ import (
 // The shim also sets CONTAINER_ID and CONTAINER_NAMESPACE, and nothing
 // else, in the environment. Cancel ctx on SIGTERM, which the shim sends
 // when it deletes the task, right after closing the pipes.
+//
+// Arguments starting with FIFOCommand (FIFOLogger.Args) run RunFIFOLogger
+// instead, on the FIFOs they name.
 func LoggerMain(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == FIFOCommand {
+		l, err := ParseFIFOArgs(args)
+		if err == nil {
+			err = RunFIFOLogger(ctx, l)
+		}
+		if err != nil && os.Getenv("CONTAINER_ID") != "" {
+			err = fmt.Errorf("container %s/%s: %w", os.Getenv("CONTAINER_NAMESPACE"), os.Getenv("CONTAINER_ID"), err)
+		}
+		return err
+	}
 	names := [3]string{"CONTAINER_STDOUT", "CONTAINER_STDERR", "CONTAINER_WAIT"}
 	for i, name := range names {
 		// Checked before os.NewFile, whose finalizer would close a

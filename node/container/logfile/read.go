@@ -54,6 +54,12 @@ type ReadOptions struct {
 	Done <-chan struct{}
 	// Settle is that quiet time; 0 is DefaultSettle.
 	Settle time.Duration
+	// Chunks writes each record as soon as it is read, without waiting for
+	// the rest of its line: a line's P chunks go out one by one, its F
+	// record with the newline, as an attached terminal shows a prompt
+	// before its line is done. Since then applies to each record, and
+	// Timestamps to a line's first record.
+	Chunks bool
 }
 
 // Read writes the log at path (rotated files oldest first, then the
@@ -374,6 +380,9 @@ func (r *reader) handle(rec record) error {
 		return nil
 	}
 	j := &r.lines[rec.stream.index()]
+	if r.opts.Chunks {
+		return r.handleChunk(j, rec)
+	}
 	if !j.open {
 		if !rec.partial { // a line in one record, the common case
 			if rec.ts.Before(r.opts.Since) {
@@ -411,6 +420,32 @@ func (r *reader) handle(rec record) error {
 	if !rec.partial {
 		j.open = false
 	}
+	return nil
+}
+
+// handleChunk writes a record at once (ReadOptions.Chunks). j tracks
+// whether its stream is in the middle of a line, already written: finish
+// leaves such a line alone.
+func (r *reader) handleChunk(j *joining, rec record) error {
+	if rec.ts.Before(r.opts.Since) {
+		return nil
+	}
+	if !j.open && r.opts.Timestamps {
+		b := rec.ts.AppendFormat(r.out.scratch[:0], TimestampFormat)
+		r.out.scratch = append(b, ' ')
+		if err := r.out.write(r.out.scratch); err != nil {
+			return err
+		}
+	}
+	if err := r.out.write(rec.content); err != nil {
+		return err
+	}
+	if !rec.partial {
+		if err := r.out.write([]byte{'\n'}); err != nil {
+			return err
+		}
+	}
+	j.open, j.streaming = rec.partial, true
 	return nil
 }
 

@@ -73,6 +73,12 @@ func TestReadOptions(t *testing.T) {
 		{"limit 0", ReadOptions{LimitBytes: ptr[int64](0)}, ""},
 		{"limit past the end", ReadOptions{LimitBytes: ptr[int64](1000)}, "one\ne-one\ne-two\ntwo\nthree\ne-unfinished"},
 		{"limit with timestamps", ReadOptions{Timestamps: true, LimitBytes: ptr[int64](int64(len(ts(0))) + 2)}, ts(0) + "on"},
+		{"chunks", ReadOptions{Chunks: true}, "one\ne-one\ntwe-two\no\nthree\ne-unfinished"},
+		{"chunks of stdout", ReadOptions{Chunks: true, Stream: Stdout}, "one\ntwo\nthree\n"},
+		{"chunks since", ReadOptions{Chunks: true, Since: t0.Add(3 * time.Second)}, "e-two\no\nthree\ne-unfinished"},
+		{"chunks with timestamps", ReadOptions{Chunks: true, Stream: Stdout, Timestamps: true}, ts(0) + "one\n" + ts(2) + "two\n" + ts(5) + "three\n"},
+		{"chunks tail 1", ReadOptions{Chunks: true, TailLines: ptr[int64](1)}, "e-unfinished"},
+		{"chunks limit", ReadOptions{Chunks: true, LimitBytes: ptr[int64](11)}, "one\ne-one\nt"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := readLog(t, path, tc.opts); got != tc.want {
@@ -372,6 +378,28 @@ func TestFollowFlushesEachLine(t *testing.T) {
 		if _, err := time.Parse(TimestampFormat, ts); err != nil || len(ts) != len("2026-11-25T10:04:05.000000000Z") || content != fmt.Sprintf("line %d", i) {
 			t.Errorf("line %q", l)
 		}
+	}
+}
+
+// TestFollowChunks: with Chunks a follower shows a prompt, an unfinished
+// line, before its newline comes, as attach does.
+func TestFollowChunks(t *testing.T) {
+	path := logPath(t)
+	w := openWriter(t, Config{Path: path, PartialFlush: 10 * time.Millisecond})
+	write(t, w, Stdout, "before\n")
+	time.Sleep(time.Millisecond)
+	since := time.Now() // where the follower starts, however late it gets there
+	ctx, cancel := context.WithCancel(context.Background())
+	out := &syncBuffer{}
+	errc := make(chan error, 1)
+	go func() { errc <- Read(ctx, path, ReadOptions{Follow: true, Since: since, Chunks: true}, out) }()
+	write(t, w, Stdout, "/ # ")
+	eventually(t, 5*time.Second, "the prompt", func() bool { return out.Flushed() == "/ # " })
+	write(t, w, Stdout, "ls\nbin\n")
+	eventually(t, 5*time.Second, "the rest", func() bool { return out.Flushed() == "/ # ls\nbin\n" })
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Errorf("Read after cancel = %v", err)
 	}
 }
 
