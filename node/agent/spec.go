@@ -100,6 +100,9 @@ func buildSpec(sc *specContext, c *corev1.Container) (container.ContainerSpec, e
 			labelAttempt:      strconv.Itoa(sc.attempt),
 		},
 		CgroupParent: podCgroup(pod.UID),
+		Stdin:        c.Stdin,
+		StdinOnce:    c.StdinOnce,
+		TTY:          c.TTY,
 	}
 	if sc.isInit {
 		spec.Labels[labelInit] = "true"

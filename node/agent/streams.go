@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -174,7 +175,12 @@ func (a *Agent) serveSession(w http.ResponseWriter, r *http.Request, pod *corev1
 	}
 	run := runs[len(runs)-1]
 	if sub == "attach" {
-		a.serveAttach(w, r, pod, run)
+		c := podContainer(pod, name)
+		if c == nil {
+			writeStatus(w, apierrors.NewBadRequest(fmt.Sprintf("cannot attach to init container %s of pod %s", name, pod.Name)))
+			return
+		}
+		a.serveAttach(w, r, pod, run, c)
 		return
 	}
 	cmd, opts, err := streaming.ParseExecRequest(r)
@@ -192,20 +198,45 @@ func (a *Agent) serveSession(w http.ResponseWriter, r *http.Request, pod *corev1
 	}
 }
 
-// serveAttach streams what the container prints from now on. Its stdin is
-// not kept open by the runtime, so attaching stdin is refused.
-func (a *Agent) serveAttach(w http.ResponseWriter, r *http.Request, pod *corev1.Pod, run container.ContainerStatus) {
+// attachTail bounds how far back from the end of the log an attach
+// session looks for the output stamped since it began.
+const attachTail int64 = 1000
+
+// serveAttach connects the client to the running container's main
+// process. Output comes from the container's log, as the logger writes
+// it, record by record (a prompt shows before its line ends), from the
+// moment the session began: the output of what the client types is there
+// however late the log's followers get going. With stdin (the container's
+// spec must have stdin: true), what the client sends goes to the
+// container's stdin; the client's end of stdin, or of the session, closes
+// this session's writer, which ends a stdinOnce container's stdin for
+// good. A terminal's resizes go to the container's terminal.
+func (a *Agent) serveAttach(w http.ResponseWriter, r *http.Request, pod *corev1.Pod, run container.ContainerStatus, c *corev1.Container) {
 	opts, err := streaming.ParseAttachRequest(r)
 	if err != nil {
 		writeStatus(w, asStatus(err))
 		return
 	}
-	if opts.Stdin {
-		writeStatus(w, apierrors.NewBadRequest("attaching to a container's stdin is not supported by Shoal (containers run without an open stdin); attach without -i, or use kubectl exec -i"))
+	if opts.Stdin && !c.Stdin {
+		writeStatus(w, apierrors.NewBadRequest(fmt.Sprintf("Stdin is not enabled for container %s of pod %s (its spec has no stdin: true): attach without -i", c.Name, pod.Name)))
 		return
 	}
-	zero := int64(0)
 	err = streaming.ServeAttach(w, r, opts, func(ctx context.Context, s streaming.Streams) error {
+		// The logger stamps records with the wall clock.
+		since := time.Now()
+		var stdin io.WriteCloser
+		if s.Stdin != nil {
+			// Opened once the session is up: closing it spends a
+			// stdinOnce container's stdin, which an upgrade that failed
+			// (kubectl then retries over SPDY) must not.
+			var err error
+			if stdin, err = a.cfg.Runtime.AttachStdin(ctx, run.ID); errors.Is(err, container.ErrInvalid) {
+				return fmt.Errorf("the stdin of container %s is closed: it is stdinOnce, and an earlier attach session had it", c.Name)
+			} else if err != nil {
+				return err
+			}
+			defer stdin.Close()
+		}
 		done := make(chan struct{})
 		go a.closeOnExit(ctx, run.ID, done)
 		errs := make(chan error, 2)
@@ -218,11 +249,34 @@ func (a *Agent) serveAttach(w http.ResponseWriter, r *http.Request, pod *corev1.
 				continue
 			}
 			n++
-			ro := logfile.ReadOptions{Follow: true, TailLines: &zero, Done: done, Stream: x.stream}
+			ro := logfile.ReadOptions{Follow: true, TailLines: new(attachTail), Since: since, Chunks: true, Done: done, Stream: x.stream}
 			if s.TTY {
 				ro.Stream = "" // a terminal has one stream
 			}
 			go func() { errs <- logfile.Read(ctx, run.LogPath, ro, x.w) }()
+		}
+		if stdin != nil {
+			go func() {
+				if _, err := io.Copy(stdin, s.Stdin); err != nil && ctx.Err() == nil {
+					a.log.Debug("agent: attach: copying stdin", "pod", pod.Namespace+"/"+pod.Name, "container", c.Name, "err", err)
+				}
+				// The client's end of stdin: a stdinOnce container's ends.
+				if err := stdin.Close(); err != nil {
+					a.log.Warn("agent: attach: closing stdin", "pod", pod.Namespace+"/"+pod.Name, "container", c.Name, "err", err)
+				}
+			}()
+		}
+		if s.Resize != nil {
+			go func() {
+				for sz := range s.Resize { // drained even when there is no terminal to resize
+					if !c.TTY {
+						continue
+					}
+					if err := a.cfg.Runtime.ResizeTTY(ctx, run.ID, container.Size{Width: sz.Width, Height: sz.Height}); err != nil && ctx.Err() == nil {
+						a.log.Debug("agent: attach: resizing the terminal", "pod", pod.Namespace+"/"+pod.Name, "container", c.Name, "err", err)
+					}
+				}
+			}()
 		}
 		var first error
 		for range n {
@@ -235,6 +289,16 @@ func (a *Agent) serveAttach(w http.ResponseWriter, r *http.Request, pod *corev1.
 	if err != nil {
 		a.log.Debug("agent: attach", "pod", pod.Namespace+"/"+pod.Name, "err", err)
 	}
+}
+
+// podContainer is the regular container called name, nil if none is.
+func podContainer(pod *corev1.Pod, name string) *corev1.Container {
+	for i := range pod.Spec.Containers {
+		if pod.Spec.Containers[i].Name == name {
+			return &pod.Spec.Containers[i]
+		}
+	}
+	return nil
 }
 
 // servePortForward connects the client to ports of the pod.
