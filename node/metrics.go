@@ -15,6 +15,15 @@ type metrics struct {
 	proposeErrors prometheus.Counter
 	serviceSync   prometheus.Histogram
 	services      prometheus.Gauge
+	sched         schedMetrics
+}
+
+// schedMetrics are the leader's scheduler's, as kube-scheduler names them.
+type schedMetrics struct {
+	attempts *prometheus.CounterVec // result: scheduled, unschedulable, error
+	bindings prometheus.Counter     // bindings committed
+	pending  prometheus.Gauge       // pods waiting, unschedulable ones included
+	round    prometheus.Histogram   // one round: scheduling the pods waiting for a try
 }
 
 func newMetrics() *metrics {
@@ -38,8 +47,28 @@ func newMetrics() *metrics {
 			Name: "shoal_services_programmed",
 			Help: "Services in this node's nftables rules after the last sync.",
 		}),
+		sched: schedMetrics{
+			attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+				Name: "shoal_scheduler_schedule_attempts_total",
+				Help: "Attempts to schedule a pod, by result (scheduled, unschedulable, error); on the leader.",
+			}, []string{"result"}),
+			bindings: prometheus.NewCounter(prometheus.CounterOpts{
+				Name: "shoal_scheduler_bindings_total",
+				Help: "Pod bindings committed by the scheduler; on the leader.",
+			}),
+			pending: prometheus.NewGauge(prometheus.GaugeOpts{
+				Name: "shoal_scheduler_pending_pods",
+				Help: "Pods waiting for the scheduler, unschedulable ones included; on the leader.",
+			}),
+			round: prometheus.NewHistogram(prometheus.HistogramOpts{
+				Name:    "shoal_scheduler_round_duration_seconds",
+				Help:    "Time to schedule the pods waiting for a try, one round (commits go on after it).",
+				Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10),
+			}),
+		},
 	}
 	m.reg.MustRegister(m.applyLatency, m.proposeErrors, m.serviceSync, m.services,
+		m.sched.attempts, m.sched.bindings, m.sched.pending, m.sched.round,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

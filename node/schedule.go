@@ -59,6 +59,7 @@ const (
 // schedRetry passes.
 func (n *Node) runScheduler(ctx context.Context, rec *events.Recorder) {
 	l := &schedLoop{
+		metrics:  &n.metrics.sched,
 		store:    n.store,
 		proposer: n.proposer,
 		now:      n.now,
@@ -74,6 +75,7 @@ func (n *Node) runScheduler(ctx context.Context, rec *events.Recorder) {
 // schedLoop is the state of the leader's scheduler between rounds. Only
 // the loop goroutine touches it, except inbox.
 type schedLoop struct {
+	metrics  *schedMetrics // nil in tests
 	store    *state.Store
 	proposer state.Proposer
 	now      func() time.Time
@@ -401,6 +403,17 @@ func (l *schedLoop) round(ctx context.Context) error {
 		return nil
 	}
 	l.snap.SortPending(todo)
+	start := time.Now()
+	var scheduled, unschedulable, failed int
+	defer func() {
+		if m := l.metrics; m != nil {
+			m.round.Observe(time.Since(start).Seconds())
+			m.attempts.WithLabelValues("scheduled").Add(float64(scheduled))
+			m.attempts.WithLabelValues("unschedulable").Add(float64(unschedulable))
+			m.attempts.WithLabelValues("error").Add(float64(failed))
+			m.pending.Set(float64(len(l.pending)))
+		}
+	}()
 	now := l.now()
 	ops := make([]state.Op, 0, min(len(todo), schedCommitBatch))
 	flush := func() error {
@@ -423,10 +436,12 @@ func (l *schedLoop) round(ctx context.Context) error {
 		upd := p.DeepCopy()
 		switch {
 		case err != nil:
+			failed++
 			setPodCondition(&upd.Status, corev1.PodCondition{Type: corev1.PodScheduled, Status: corev1.ConditionFalse,
 				Reason: "SchedulerError", Message: err.Error()}, now)
 			l.pending[key].unschedulable = true
 		case res.Scheduled():
+			scheduled++
 			if err := l.snap.Assume(p, res.NodeName); err != nil {
 				return err
 			}
@@ -436,6 +451,7 @@ func (l *schedLoop) round(ctx context.Context) error {
 			upd.Status.NominatedNodeName = ""
 			setPodCondition(&upd.Status, corev1.PodCondition{Type: corev1.PodScheduled, Status: corev1.ConditionTrue}, now)
 		default:
+			unschedulable++
 			l.pending[key].unschedulable = true
 			setPodCondition(&upd.Status, corev1.PodCondition{Type: corev1.PodScheduled, Status: corev1.ConditionFalse,
 				Reason: res.Reason, Message: res.Message}, now)
@@ -510,6 +526,9 @@ func (l *schedLoop) commit(ctx context.Context, ops []state.Op) (bool, error) {
 func (l *schedLoop) bound(ops []state.Op) {
 	for _, op := range ops {
 		if p, ok := op.Object.(*corev1.Pod); ok && p.Spec.NodeName != "" {
+			if l.metrics != nil {
+				l.metrics.bindings.Inc()
+			}
 			l.rec.Eventf(p, "Pod", corev1.EventTypeNormal, "Scheduled", "Successfully assigned %s/%s to %s", p.Namespace, p.Name, p.Spec.NodeName)
 		}
 	}
