@@ -499,6 +499,21 @@ func killLeader(ctx context.Context, c *localcluster.Cluster, hc *http.Client, i
 }
 
 // raftTerm is the highest raft term any node reports in /metrics.
+// metricValue reads one unlabelled metric of a node, -1 when absent.
+func metricValue(ctx context.Context, hc *http.Client, ip, name string) float64 {
+	b, err := get(ctx, hc, fmt.Sprintf("https://%s:6443/metrics", ip))
+	if err != nil {
+		return -1
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, name+" "); ok {
+			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return f
+		}
+	}
+	return -1
+}
+
 func raftTerm(ctx context.Context, hc *http.Client, c *localcluster.Cluster) int64 {
 	var term int64
 	for _, n := range c.Nodes() {

@@ -373,9 +373,20 @@ func runSched(ctx context.Context, bin string, t *table) (err error) {
 		return fmt.Errorf("%d pods bound while the scheduler was paused", n)
 	}
 	cfg.Data["paused"] = "false"
+	const bindings = "shoal_scheduler_bindings_total"
+	base := metricValue(ctx, hc, ln.IP, bindings)
 	resume := time.Now()
 	if _, err := cs.CoreV1().ConfigMaps("kube-system").Update(ctx, cfg, metav1.UpdateOptions{}); err != nil {
 		return fmt.Errorf("resuming the scheduler: %w", err)
+	}
+	// Committed: the leader's count of bindings it committed, polled.
+	var committed time.Duration
+	for base >= 0 && time.Since(resume) < 5*time.Minute {
+		if v := metricValue(ctx, hc, ln.IP, bindings); v >= base+float64(schedPods) {
+			committed = time.Since(resume)
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	if err := wait(queuedBound, schedPods); err != nil {
 		return err
@@ -385,9 +396,14 @@ func runSched(ctx context.Context, bin string, t *table) (err error) {
 	firstBind := time.Duration(bts[0] - resume.UnixNano())
 	t.add(fmt.Sprintf("sched: create %d pods (32 workers) via leader, scheduler paused", schedPods),
 		fmt.Sprintf("%s  %.0f creates/s  (retried errors %d)", secs(createWall), float64(schedPods)/createWall.Seconds(), retries), "API write rate ~3,000/s here")
-	t.add(fmt.Sprintf("sched: %d queued pods on %d hollow nodes: resume → last bound (watch)", schedPods, schedNodes),
-		fmt.Sprintf("%s  %.0f pods/s bound and committed (first binding after %s)", secs(wall), float64(schedPods)/wall.Seconds(), ms(firstBind)), "≥ 5,000 pods/s (kube-scheduler CI 680–810/s)")
-	t.add("sched: queued pods, binding rate in the steady window (10th → 90th percentile)", fmt.Sprintf("%.0f pods/s", steady(bts)), "≥ 5,000 pods/s")
+	if committed > 0 {
+		t.add(fmt.Sprintf("sched: %d queued pods on %d hollow nodes: resume → last binding committed (leader's %s)", schedPods, schedNodes, bindings),
+			fmt.Sprintf("%s  %.0f pods/s bound and committed", secs(committed), float64(schedPods)/committed.Seconds()), "≥ 5,000 pods/s (kube-scheduler CI 680–810/s)")
+	} else {
+		t.add("sched: resume → last binding committed (leader metric)", "not measured: no "+bindings+" on the leader", "")
+	}
+	t.add(fmt.Sprintf("sched: %d queued pods: resume → last binding seen by a client's watch", schedPods),
+		fmt.Sprintf("%s  %.0f pods/s (first after %s; steady window, 10th → 90th percentile: %.0f pods/s)", secs(wall), float64(schedPods)/wall.Seconds(), ms(firstBind), steady(bts)), "")
 
 	// Phase 2, scheduling while pods are created: what a user sees.
 	createWall, retries, err = create(schedPods, total)
