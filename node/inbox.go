@@ -68,19 +68,6 @@ func (b *eventInbox) watch(ctx context.Context, store *state.Store, resource, na
 		_, _, w := store.ListAndWatch(state.WatchOptions{Resource: resource, Namespace: namespace, Buffer: 1 << 16})
 		b.add(state.Event{}, true)
 		b.lists.Add(1)
-		func() {
-			defer w.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case ev, ok := <-w.Events():
-					if !ok {
-						return
-					}
-					b.add(ev, false)
-				}
-			}
-		}()
+		w.Consume(ctx, func(ev state.Event) { b.add(ev, false) })
 	}
 }

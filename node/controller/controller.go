@@ -100,20 +100,7 @@ func Watch(ctx context.Context, store *state.Store, resource string, handle func
 		for _, o := range objs {
 			handle(state.Event{Type: state.Added, Resource: resource, Object: o, RV: rv})
 		}
-		func() {
-			defer w.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case ev, ok := <-w.Events():
-					if !ok {
-						return
-					}
-					handle(ev)
-				}
-			}
-		}()
+		w.Consume(ctx, handle)
 	}
 }
 

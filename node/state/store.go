@@ -235,6 +235,23 @@ func (w *Watcher) Err() error {
 	return w.err
 }
 
+// Consume calls handle with each event until ctx ends or the watch does,
+// then stops the watch.
+func (w *Watcher) Consume(ctx context.Context, handle func(Event)) {
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case ev, ok := <-w.ch:
+			if !ok {
+				return
+			}
+			handle(ev)
+		}
+	}
+}
+
 // Stop ends the watch. It is safe to call more than once.
 func (w *Watcher) Stop() {
 	w.s.mu.Lock()

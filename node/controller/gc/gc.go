@@ -239,20 +239,7 @@ func (gc *Controller) watch(ctx context.Context, k *state.Kind, listed func()) {
 			listed()
 			listed = nil
 		}
-		func() {
-			defer w.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case ev, ok := <-w.Events():
-					if !ok {
-						return
-					}
-					gc.observe(k, ev)
-				}
-			}
-		}()
+		w.Consume(ctx, func(ev state.Event) { gc.observe(k, ev) })
 	}
 }
 
