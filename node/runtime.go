@@ -127,6 +127,11 @@ func (n *Node) handleImages(w http.ResponseWriter, r *http.Request) {
 	switch r.Method {
 	case http.MethodPost:
 		imgs, err = n.runtime.ImportImage(r.Context(), io.LimitReader(r.Body, maxImageArchive))
+		// The importer stops at the archive's end; the rest of the body (a
+		// tar's zero padding) is read too, so that closing the connection
+		// with bytes unread does not reset it under the client reading
+		// the answer.
+		_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 1<<20))
 		if err == nil {
 			n.log.Info("imported images", "count", len(imgs))
 			if rerr := n.registerNode(r.Context()); rerr != nil {
