@@ -97,6 +97,13 @@ type Options struct {
 	Table string
 	// Log receives what was skipped and what was done; nil discards.
 	Log *slog.Logger
+	// NoTrack lists local UDP services (address and port) whose traffic
+	// skips connection tracking, queries and answers alike, as Kubernetes'
+	// NodeLocal DNSCache does for its address: the node's DNS answers
+	// without a conntrack lookup per packet (and without the UDP conntrack
+	// races). They must not be Service addresses: untracked packets are
+	// not translated.
+	NoTrack []netip.AddrPort
 }
 
 // DefaultTable is the nftables table used when Options.Table is empty.

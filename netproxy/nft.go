@@ -28,6 +28,11 @@ const (
 	chainServices         = "services"
 	chainEndpointsCheck   = "endpoints-check"
 	chainReject           = "reject-chain"
+	chainRawPrerouting    = "raw-prerouting"
+	chainRawOutput        = "raw-output"
+
+	// rawPriority is the raw hook priority, before conntrack (-200).
+	rawPriority = -300
 
 	// filterPriority runs the no-endpoint check before the dstnat (-100)
 	// and filter (0) priorities, after conntrack (-200).
@@ -54,7 +59,8 @@ type schema struct {
 	prefix  string
 	base    *nftables.Table
 	hairpin *nftables.Set
-	shards  []*shardSchema // created on demand
+	noTrack []netip.AddrPort // Options.NoTrack
+	shards  []*shardSchema   // created on demand
 }
 
 // shardSchema names one shard table and its sets.
@@ -63,9 +69,9 @@ type shardSchema struct {
 	nodeIPs, serviceIPs, nodePorts, noEPIPs, noEPPorts *nftables.Set
 }
 
-func newSchema(prefix string) *schema {
+func newSchema(prefix string, noTrack ...netip.AddrPort) *schema {
 	t := &nftables.Table{Name: prefix, Family: nftables.TableFamilyIPv4}
-	return &schema{prefix: prefix, base: t,
+	return &schema{prefix: prefix, base: t, noTrack: noTrack,
 		hairpin: &nftables.Set{Table: t, Name: setHairpin, KeyType: keyIPIP, Concatenation: true}}
 }
 
@@ -138,7 +144,43 @@ func (s *schema) baseSkeleton(t *txn) error {
 			Mask: binaryutil.NativeEndian.PutUint32(^uint32(0)), Xor: binaryutil.NativeEndian.PutUint32(masqMark)},
 		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: reg1},
 		&expr.Masq{FullyRandom: true})
+	s.noTrackChains(t)
 	return nil
+}
+
+// noTrackChains adds, when there are Options.NoTrack services, the raw
+// chains that exempt their UDP traffic from connection tracking:
+//
+//	raw-prerouting: ip daddr A udp dport P notrack        (queries from pods)
+//	raw-output:     ip daddr A udp dport P notrack        (queries from the node)
+//	                ip saddr A udp sport P notrack        (the answers)
+func (s *schema) noTrackChains(t *txn) {
+	if len(s.noTrack) == 0 {
+		return
+	}
+	b := t.nft
+	pre := baseChain(s.base, chainRawPrerouting, nftables.ChainTypeFilter, nftables.ChainHookPrerouting, rawPriority)
+	out := baseChain(s.base, chainRawOutput, nftables.ChainTypeFilter, nftables.ChainHookOutput, rawPriority)
+	b.AddChain(pre)
+	b.AddChain(out)
+	match := func(ap netip.AddrPort, src bool) []expr.Any {
+		addr, port := loadDaddr(reg1), loadDport(reg1)
+		if src {
+			addr = loadSaddr(reg1)
+			port = &expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2}
+		}
+		e := []expr.Any{addr, &expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: addr4(ap.Addr())}}
+		e = append(e, matchProto(UDP)...)
+		return append(e, port, &expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: port16(ap.Port())}, &expr.Notrack{})
+	}
+	for _, ap := range s.noTrack {
+		if !ap.Addr().Is4() {
+			continue
+		}
+		b.AddRule(&nftables.Rule{Table: s.base, Chain: pre, Exprs: match(ap, false)})
+		b.AddRule(&nftables.Rule{Table: s.base, Chain: out, Exprs: match(ap, false)})
+		b.AddRule(&nftables.Rule{Table: s.base, Chain: out, Exprs: match(ap, true)})
+	}
 }
 
 // skeleton adds the static part of a shard table: its sets and maps, base

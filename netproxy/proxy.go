@@ -82,7 +82,7 @@ func New(opts Options) (*Proxy, error) {
 		return nil, fmt.Errorf("netproxy: %w", err)
 	}
 	return &Proxy{
-		opts: opts, log: log, nsfd: nsfd, sock: sock, schema: newSchema(opts.Table), perShard: portsPerShard,
+		opts: opts, log: log, nsfd: nsfd, sock: sock, schema: newSchema(opts.Table, opts.NoTrack...), perShard: portsPerShard,
 		logged: map[string]struct{}{}, lc: map[string]*lcProxy{}, state: newState(), pendingUDP: newUDPFlush(),
 	}, nil
 }

@@ -41,7 +41,9 @@ func (n *Node) dnsUpstreams() []string {
 // from the local replica until ctx ends. The nftables rules stay in the
 // kernel when the agent stops, so services keep working across a restart.
 func (n *Node) runServices(ctx context.Context) {
-	proxy, err := netproxy.New(netproxy.Options{Log: n.log})
+	// The DNS address is exempt from conntrack: no per-packet lookup for
+	// the busiest UDP service of the node.
+	proxy, err := netproxy.New(netproxy.Options{Log: n.log, NoTrack: []netip.AddrPort{dnsListenAddr}})
 	if err != nil {
 		n.log.Error("service proxy unavailable: services are not load-balanced on this node", "err", err)
 	} else {
