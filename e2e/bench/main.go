@@ -41,6 +41,7 @@ func main() {
 	clients := flag.Int("clients", 100, "clients for -load")
 	flag.Var(&agentArgs, "agent-arg", "extra argument for every agent (repeatable)")
 	flag.BoolVar(&viaFollower, "follower", false, "with -load: write through a follower")
+	flag.BoolVar(&loadPods, "load-pods", false, "with -load: create pods (for another scheduler, so they stay unbound) instead of ConfigMaps")
 	flag.BoolVar(&withEtcd, "etcd", true, "also benchmark etcd 3.4 (apt etcd-server) in the same namespaces")
 	flag.BoolVar(&useHTTP2, "http2", true, "HTTP/2 like client-go (false: HTTP/1.1 keep-alive)")
 	pods := flag.Bool("pods", true, "also run the pod benchmarks (start, teardown, burst, agent RSS) on a fresh cluster")
@@ -378,6 +379,9 @@ var withEtcd = true
 // viaFollower makes -load write through a follower.
 var viaFollower bool
 
+// loadPods makes -load create pods instead of ConfigMaps.
+var loadPods bool
+
 type loadResult struct {
 	rate     float64
 	p50, p99 time.Duration
@@ -395,9 +399,17 @@ func writeLoad(ctx context.Context, hc *http.Client, ip, prefix string, clients 
 	hc = &http.Client{Transport: tr, Timeout: 30 * time.Second}
 	url := fmt.Sprintf("https://%s:6443/api/v1/namespaces/default/configmaps", ip)
 	payload := strings.Repeat("x", 200)
+	if loadPods {
+		url = fmt.Sprintf("https://%s:6443/api/v1/namespaces/default/pods", ip)
+	}
 	return runLoad(clients, dur, func(seq int64) error {
 		body := `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"` + prefix + "-" + strconv.FormatInt(seq, 10) +
 			`"},"data":{"payload":"` + payload + `"}}`
+		if loadPods {
+			body = `{"apiVersion":"v1","kind":"Pod","metadata":{"name":"` + prefix + "-" + strconv.FormatInt(seq, 10) +
+				`","labels":{"app":"load"}},"spec":{"schedulerName":"load-bench","containers":[{"name":"main","image":"busybox:latest",` +
+				`"resources":{"requests":{"cpu":"10m","memory":"16Mi"}}}]}}`
+		}
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
 		resp, err := hc.Do(req)
