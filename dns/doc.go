@@ -34,4 +34,10 @@
 // (no unpacking, no allocation, no goroutine); anything else is unpacked and
 // served by ServeDNS on a goroutine of its own, as are TCP connections and
 // sockets on a wildcard address (through miekg/dns's server).
+//
+// A node runs its server in a child process of the agent, with a Go runtime
+// of its own: Child (agent side) starts it, restarts it when it dies, has
+// the kernel kill it when the agent dies (Pdeathsig), and sends it each
+// ZoneConfig (gob on its stdin); RunChild (the child's body) builds and
+// serves the zones and reports its Stats on stdout.
 package dns

@@ -60,7 +60,7 @@ type Node struct {
 	registry       http.Handler // the runtime's images for peers; nil without one
 
 	agent    atomic.Pointer[agent.Agent] // the kubelet role, once running
-	dnsSrv   atomic.Pointer[dns.Server]  // cluster DNS, once running
+	dnsSrv   atomic.Pointer[dns.Child]   // cluster DNS (a child process), once running
 	peerOnce sync.Once
 	peerHTTP *http.Client
 

@@ -6,9 +6,10 @@
 // Every change to a Service, an EndpointSlice, a Pod (IPs, weights) or this
 // node's Node object marks what it affects; a loop rebuilds only those
 // services and hands netproxy the whole configuration (netproxy diffs it
-// and sends the kernel one transaction with only what changed). The DNS zone
-// is rebuilt from the same entries, at most every ZoneInterval, and swapped
-// atomically.
+// and sends the kernel one transaction with only what changed). The DNS zone's
+// configuration is rebuilt from the same entries, at most every
+// ZoneInterval, and handed to the DNS server, which builds the zone and
+// swaps it atomically.
 package services
 
 import (
@@ -32,8 +33,10 @@ import (
 
 const sliceResource = "endpointslices.discovery.k8s.io"
 
-// ZoneSetter receives each new DNS zone (dns.Server).
-type ZoneSetter interface{ SetZone(*dns.Zone) }
+// ZoneSetter receives the configuration of each new DNS zone (dns.Child,
+// which builds the zone in the DNS server's process). It must not block for
+// long, and must not modify the configuration.
+type ZoneSetter interface{ SetZoneConfig(dns.ZoneConfig) }
 
 // Config wires the loop.
 type Config struct {
@@ -419,6 +422,6 @@ func (l *Loop) zoneLoop(ctx context.Context) {
 		if !dirty {
 			continue
 		}
-		l.cfg.DNS.SetZone(dns.NewZone(l.zoneConfig()))
+		l.cfg.DNS.SetZoneConfig(l.zoneConfig())
 	}
 }

@@ -39,12 +39,19 @@ func (f *fakeProxy) Set(_ context.Context, cfg netproxy.Config) error {
 	return nil
 }
 
+// fakeZone keeps the last zone configuration and counts them; answers
+// builds the zone from it, as the DNS child does.
 type fakeZone struct {
 	mu sync.Mutex
-	z  *dns.Zone
+	zc *dns.ZoneConfig
+	n  int
 }
 
-func (f *fakeZone) SetZone(z *dns.Zone) { f.mu.Lock(); f.z = z; f.mu.Unlock() }
+func (f *fakeZone) SetZoneConfig(zc dns.ZoneConfig) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.zc, f.n = &zc, f.n+1
+}
 
 type env struct {
 	t     *testing.T
@@ -252,14 +259,16 @@ func (r *recorder) TsigStatus() error   { return nil }
 func (r *recorder) TsigTimersOnly(bool) {}
 func (r *recorder) Hijack()             {}
 
-// answers asks the zone last given to the fake for name's A records.
+// answers asks the zone built from the configuration last given to the
+// fake for name's A records.
 func (e *env) answers(name string) ([]string, int) {
 	e.zone.mu.Lock()
-	z := e.zone.z
+	zc := e.zone.zc
 	e.zone.mu.Unlock()
-	if z == nil {
+	if zc == nil {
 		return nil, -1
 	}
+	z := dns.NewZone(*zc)
 	srv, err := dns.NewServer(dns.Config{Addrs: []string{"127.0.0.1:0"}})
 	if err != nil {
 		e.t.Fatal(err)
@@ -324,4 +333,33 @@ func TestZoneFollowsReplica(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// TestZoneConfigOnChange: a new zone configuration is handed over when DNS
+// records change, not when only the endpoints of a ClusterIP service do.
+func TestZoneConfigOnChange(t *testing.T) {
+	e := newEnv(t)
+	e.put(svc("web"))
+	e.waitAnswer("web.default.svc.cluster.local.", "10.43.0.50")
+	e.put(slice("web", "web-a", 8080, ep{"10.42.1.5", "n1", "p1", true, true, false}))
+	e.waitProxy("web's endpoint", func(c netproxy.Config) bool {
+		s, ok := find(c, "default", "web")
+		return ok && len(s.Ports[0].Endpoints) == 1
+	})
+	e.zone.mu.Lock()
+	n := e.zone.n
+	e.zone.mu.Unlock()
+	time.Sleep(50 * time.Millisecond) // 50 zone intervals
+	e.zone.mu.Lock()
+	after, zc := e.zone.n, e.zone.zc
+	e.zone.mu.Unlock()
+	if after != n {
+		t.Errorf("%d zone configurations after an endpoint change of a ClusterIP service, want none", after-n)
+	}
+	if len(zc.Services) != 1 || zc.Services[0].Name != "web" || len(zc.Services[0].Endpoints) != 0 {
+		t.Errorf("zone services %+v", zc.Services)
+	}
+	e.put(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "p1"},
+		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.42.1.5", PodIPs: []corev1.PodIP{{IP: "10.42.1.5"}}}})
+	e.waitAnswer("10-42-1-5.default.pod.cluster.local.", "10.42.1.5")
 }

@@ -14,6 +14,6 @@ func NewRoot() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newAgentCmd(), newTokenCmd(), newMembersCmd(), newKubeconfigCmd(), newLeaveCmd(), newVersionCmd(), newImageCmd(), newLocalCmd())
-	root.AddCommand(newContainerLoggerCmd())
+	root.AddCommand(newContainerLoggerCmd(), newDNSServerCmd())
 	return root
 }
