@@ -511,19 +511,18 @@ func killLeader(ctx context.Context, c *localcluster.Cluster, hc *http.Client, i
 }
 
 // raftTerm is the highest raft term any node reports in /metrics.
-// metricValue reads one unlabelled metric of a node, -1 when absent.
-func metricValue(ctx context.Context, hc *http.Client, ip, name string) float64 {
+// metricValue reads one unlabelled metric of a node.
+func metricValue(ctx context.Context, hc *http.Client, ip, name string) (float64, error) {
 	b, err := get(ctx, hc, fmt.Sprintf("https://%s:6443/metrics", ip))
 	if err != nil {
-		return -1
+		return 0, err
 	}
 	for _, l := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(l, name+" "); ok {
-			f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			return f
+			return strconv.ParseFloat(strings.TrimSpace(v), 64)
 		}
 	}
-	return -1
+	return 0, fmt.Errorf("no %s in the metrics of %s", name, ip)
 }
 
 func raftTerm(ctx context.Context, hc *http.Client, c *localcluster.Cluster) int64 {
