@@ -66,7 +66,7 @@ type dnsperfResult struct {
 // namespace at netnsPath with dnsperf: the highest rate it sustains, then
 // the latency at half that rate. names are the A queries (cycled or cut to
 // 1,000).
-func benchDNS(t *table, netnsPath string, server netip.Addr, names []string) error {
+func benchDNS(t *table, label string, netnsPath string, server netip.Addr, names []string) error {
 	if len(names) == 0 {
 		return errors.New("dns bench: no names to query")
 	}
@@ -81,24 +81,24 @@ func benchDNS(t *table, netnsPath string, server netip.Addr, names []string) err
 	}
 	peak, err := runDNSPerf(netnsPath, server, file, 0, false)
 	if err != nil {
-		t.add("DNS max QPS (dnsperf, 1 node)", "failed: "+err.Error(), "≥ 75,000")
+		t.add("DNS max QPS (dnsperf), "+label, "failed: "+err.Error(), "≥ 75,000")
 		return err
 	}
-	t.add("DNS max QPS (dnsperf, 1 node)", fmt.Sprintf("%.0f/s  (%d of %d lost; %s)", peak.qps, peak.lost, peak.sent, peak.rcodes), "≥ 75,000")
+	t.add("DNS max QPS (dnsperf), "+label, fmt.Sprintf("%.0f/s  (%d of %d lost; %s)", peak.qps, peak.lost, peak.sent, peak.rcodes), "≥ 75,000")
 
 	half := int(peak.qps / 2)
 	lat, err := runDNSPerf(netnsPath, server, file, half, true)
 	if err != nil {
-		t.add("DNS p99 at half load", "failed: "+err.Error(), "report")
+		t.add("DNS p99 at half load, "+label, "failed: "+err.Error(), "report")
 		return err
 	}
 	if len(lat.lats) == 0 {
 		err := errors.New("dnsperf -v printed no per-query latencies")
-		t.add("DNS p99 at half load", "failed: "+err.Error(), "report")
+		t.add("DNS p99 at half load, "+label, "failed: "+err.Error(), "report")
 		return err
 	}
 	sort.Slice(lat.lats, func(i, j int) bool { return lat.lats[i] < lat.lats[j] })
-	t.add("DNS p99 at half load", fmt.Sprintf("p50 %s  p99 %s  at %.0f/s (-Q %d, %d of %d lost)",
+	t.add("DNS p99 at half load, "+label, fmt.Sprintf("p50 %s  p99 %s  at %.0f/s (-Q %d, %d of %d lost)",
 		ms(pct(lat.lats, 50)), ms(pct(lat.lats, 99)), lat.qps, half, lat.lost, lat.sent), "report")
 	return nil
 }
@@ -267,7 +267,7 @@ func benchDNSStandalone(t *table) error {
 		return err
 	}
 	var shoal table
-	err = benchDNS(&shoal, nsPath, netip.MustParseAddr(dnsBenchIP), names)
+	err = benchDNS(&shoal, "dns.Server alone in a namespace", nsPath, netip.MustParseAddr(dnsBenchIP), names)
 	for _, r := range shoal.rows {
 		t.add(r.what, r.value, r.target)
 	}

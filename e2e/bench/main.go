@@ -598,6 +598,10 @@ func runSvcBenches(ctx context.Context, bin string, t *table) error {
 		t.add("service benchmarks (cluster)", "failed: "+firstLine(err), "")
 		errs = append(errs, err)
 	}
+	if err := runDNSOneNode(ctx, bin, t); err != nil {
+		t.add("DNS of a 1-node cluster", "failed: "+firstLine(err), "")
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 

@@ -122,12 +122,17 @@ func clientFor(c *localcluster.Cluster, ip string, timeout time.Duration) (kuber
 }
 
 func startCluster(ctx context.Context, bin, prefix string, args []string) (*localcluster.Cluster, string, func(), error) {
+	return startClusterN(ctx, bin, prefix, 3, args)
+}
+
+// startClusterN starts a cluster of n nodes for a benchmark.
+func startClusterN(ctx context.Context, bin, prefix string, n int, args []string) (*localcluster.Cluster, string, func(), error) {
 	bin, _ = filepath.Abs(bin)
 	dir, err := os.MkdirTemp("", "shoal-bench-"+prefix)
 	if err != nil {
 		return nil, "", nil, err
 	}
-	c, err := localcluster.Up(ctx, localcluster.Config{Name: prefix + strconv.FormatInt(int64(os.Getpid()), 36), Dir: filepath.Join(dir, "c"), Nodes: 3, Binary: bin, Stdout: os.Stderr,
+	c, err := localcluster.Up(ctx, localcluster.Config{Name: prefix + strconv.FormatInt(int64(os.Getpid()), 36), Dir: filepath.Join(dir, "c"), Nodes: n, Binary: bin, Stdout: os.Stderr,
 		AgentArgs: append(slices.Clone([]string(agentArgs)), args...)})
 	if err != nil {
 		os.RemoveAll(dir)

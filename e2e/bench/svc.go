@@ -164,7 +164,7 @@ func runSvc(ctx context.Context, bin string, t *table) (err error) {
 
 	// DNS against node 1 with dnsperf, over the services' names.
 	n1 := c.Nodes()[0]
-	if err := benchDNS(t, "/run/netns/"+n1.Namespace, netip.MustParseAddr("10.43.0.10"), names); err != nil {
+	if err := benchDNS(t, fmt.Sprintf("node n1 of the 3-node cluster (%d services)", svcCount), "/run/netns/"+n1.Namespace, netip.MustParseAddr("10.43.0.10"), names); err != nil {
 		return fmt.Errorf("dns benchmark: %w", err)
 	}
 	return nil
@@ -343,4 +343,42 @@ func waitAll(ctx context.Context, ws []*ruleWatcher, ip netip.Addr, timeout time
 		}
 	}
 	return nil
+}
+
+// runDNSOneNode measures the DNS of a 1-node cluster (its agent, its
+// containerd, its DNS child and dnsperf on the machine's cores) over the
+// names of svcCount ClusterIP services.
+func runDNSOneNode(ctx context.Context, bin string, t *table) error {
+	c, _, down, err := startClusterN(ctx, bin, "dns1-", 1, nil)
+	if err != nil {
+		return err
+	}
+	defer down()
+	cfg, err := restConfig(c)
+	if err != nil {
+		return err
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	if err := waitPodCIDRs(ctx, cs, 1); err != nil {
+		return err
+	}
+	names := make([]string, svcCount)
+	err = parallel(svcCount, 16, func(i int) error {
+		name := fmt.Sprintf("s%04d", i)
+		names[i] = name + ".default.svc.cluster.local"
+		_, err := cs.CoreV1().Services("default").Create(ctx, benchService(name), metav1.CreateOptions{})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	n1 := c.Nodes()[0]
+	ns := "/run/netns/" + n1.Namespace
+	if err := waitDNS(ns, "10.43.0.10", names[len(names)-1]); err != nil {
+		return err
+	}
+	return benchDNS(t, fmt.Sprintf("the node of a 1-node cluster (%d services)", svcCount), ns, netip.MustParseAddr("10.43.0.10"), names)
 }
