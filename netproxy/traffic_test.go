@@ -6,10 +6,6 @@ import (
 	"slices"
 	"testing"
 	"time"
-
-	vnl "github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 )
 
 // The traffic tests share one topology (node, client pod, three backend
@@ -329,27 +325,8 @@ func TestTraffic(t *testing.T) {
 // entry to dst.
 func waitConntrack(t *testing.T, ns *testNS, dst netip.AddrPort) {
 	t.Helper()
-	fd, err := openNetNS(ns.path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
-	h, err := vnl.NewHandleAt(netns.NsHandle(fd), unix.NETLINK_NETFILTER)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
 	deadline := time.Now().Add(ioTimeout)
-	for {
-		flows, err := h.ConntrackTableList(vnl.ConntrackTable, unix.AF_INET)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, f := range flows {
-			if f.Forward.Protocol == unix.IPPROTO_UDP && addrPort(f.Forward.DstIP, f.Forward.DstPort) == dst {
-				return
-			}
-		}
+	for !udpFlows(t, ns)[dst] {
 		if time.Now().After(deadline) {
 			t.Fatalf("no conntrack entry to %s appeared", dst)
 		}

@@ -62,16 +62,8 @@ func runSvc(ctx context.Context, bin string, t *table) (err error) {
 			fmt.Fprintln(os.Stderr, "bench: cluster down:", derr)
 		}
 	}()
-	cfg, err := restConfig(c)
+	cs, err := servicesClient(ctx, c)
 	if err != nil {
-		return err
-	}
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return err
-	}
-	// The agents program services once their pod network is up.
-	if err := waitPodCIDRs(ctx, cs, 3); err != nil {
 		return err
 	}
 	// svcCount selectorless services, each with a slice of 5 endpoints this
@@ -168,6 +160,20 @@ func runSvc(ctx context.Context, bin string, t *table) (err error) {
 		return fmt.Errorf("dns benchmark: %w", err)
 	}
 	return nil
+}
+
+// servicesClient returns a client of the cluster once every node has a pod
+// CIDR: the agents program services once their pod network is up.
+func servicesClient(ctx context.Context, c *localcluster.Cluster) (kubernetes.Interface, error) {
+	cfg, err := restConfig(c)
+	if err != nil {
+		return nil, err
+	}
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return cs, waitPodCIDRs(ctx, cs, len(c.Nodes()))
 }
 
 // waitPodCIDRs waits until n nodes have a pod CIDR (their agents then run the
@@ -354,15 +360,8 @@ func runDNSOneNode(ctx context.Context, bin string, t *table) error {
 		return err
 	}
 	defer down()
-	cfg, err := restConfig(c)
+	cs, err := servicesClient(ctx, c)
 	if err != nil {
-		return err
-	}
-	cs, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
-		return err
-	}
-	if err := waitPodCIDRs(ctx, cs, 1); err != nil {
 		return err
 	}
 	names := make([]string, svcCount)
