@@ -32,13 +32,9 @@ func benchZoneConfig(n int) ZoneConfig {
 }
 
 func BenchmarkServeDNS(b *testing.B) {
-	s, err := NewServer(Config{})
-	if err != nil {
-		b.Fatal(err)
-	}
 	zc := benchZoneConfig(1000)
 	zc.Services = append(zc.Services, testZoneConfig().Services...)
-	s.SetZone(NewZone(zc))
+	s := newTestServer(b, Config{}, zc)
 	for _, c := range []struct {
 		name  string
 		q     string
@@ -105,11 +101,7 @@ func BenchmarkNewZone(b *testing.B) {
 // BenchmarkAnswerPacket is the UDP fast loop's work per query between the
 // system calls: raw query bytes in, reply bytes out.
 func BenchmarkAnswerPacket(b *testing.B) {
-	s, err := NewServer(Config{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	s.SetZone(NewZone(benchZoneConfig(1000)))
+	s := newTestServer(b, Config{}, benchZoneConfig(1000))
 	out := make([]byte, batchReplySize)
 	for _, c := range []struct {
 		name  string

@@ -11,11 +11,7 @@ import (
 // the query's ID, and fit the client's UDP limit. The same bytes go to the
 // UDP fast path, whose answers must equal ServeDNS's.
 func FuzzServeDNS(f *testing.F) {
-	s, err := NewServer(Config{})
-	if err != nil {
-		f.Fatal(err)
-	}
-	s.SetZone(NewZone(testZoneConfig()))
+	s := newTestServer(f, Config{}, testZoneConfig())
 	for _, c := range zoneCases {
 		for _, edns := range []bool{false, true} {
 			m := new(miekg.Msg)

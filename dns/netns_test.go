@@ -16,22 +16,17 @@ func TestServeInNetNS(t *testing.T) {
 		t.Skip("needs root: creates a network namespace")
 	}
 	name := testNetNS(t)
-	s, err := NewServer(Config{Addrs: []string{"10.43.0.10:53"}, NetNS: "/run/netns/" + name})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.SetZone(NewZone(testZoneConfig()))
+	s := newTestServer(t, Config{Addrs: []string{"10.43.0.10:53"}, NetNS: "/run/netns/" + name}, testZoneConfig())
 	if err := s.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
 	if got := s.Addrs(); len(got) != 1 || got[0].String() != "10.43.0.10:53" {
 		t.Errorf("Addrs %v", got)
 	}
 	if len(s.fastUDP) != DefaultUDPSockets {
 		t.Errorf("%d sockets on the fast loop, want %d", len(s.fastUDP), DefaultUDPSockets)
 	}
-	err = inNetNS("/run/netns/"+name, func() error {
+	err := inNetNS("/run/netns/"+name, func() error {
 		queryServer(t, "10.43.0.10:53")
 		return nil
 	})

@@ -47,15 +47,10 @@ func TestNewServerValidates(t *testing.T) {
 // TestServeSockets runs the server on 127.0.0.1 (a free port) and queries
 // it over UDP and TCP: the truncated UDP answer is complete over TCP.
 func TestServeSockets(t *testing.T) {
-	s, err := NewServer(Config{Addrs: []string{"127.0.0.1:0"}, UDPSockets: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.SetZone(NewZone(testZoneConfig()))
+	s := newTestServer(t, Config{Addrs: []string{"127.0.0.1:0"}, UDPSockets: 3}, testZoneConfig())
 	if err := s.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close() })
 	if err := s.Start(); err == nil {
 		t.Error("second Start succeeded")
 	}

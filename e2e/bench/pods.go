@@ -88,13 +88,13 @@ func runPodsOnly(bin string) error {
 func runPods(ctx context.Context, bin string, t *table) (err error) {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	bin, _ = filepath.Abs(bin)
-	dir, err := os.MkdirTemp("", "shoal-bench-pods-")
+	bin, _ = filepath.Abs(bin) // agents and image imports run it from other directories
+	c, dir, down, err := startCluster(ctx, bin, podsClusterNm, nil)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-
+	defer down()
+	defer func() { failLogs(c, err) }()
 	archive := filepath.Join(dir, "busybox.tar")
 	f, err := os.Create(archive)
 	if err != nil {
@@ -107,22 +107,6 @@ func runPods(ctx context.Context, bin string, t *table) (err error) {
 	if err != nil {
 		return err
 	}
-
-	c, err := localcluster.Up(ctx, localcluster.Config{Name: podsClusterNm + strconv.FormatInt(int64(os.Getpid()), 36), Dir: filepath.Join(dir, "c"), Nodes: 3, Binary: bin, Stdout: os.Stderr, AgentArgs: agentArgs})
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "pod benchmarks failed: %v\n", err)
-			for _, n := range c.Nodes() {
-				fmt.Fprintf(os.Stderr, "--- %s agent log, last 25 lines:\n%s\n", n.Name, tail(n.LogPath, 25))
-			}
-		}
-		if derr := c.Down(); derr != nil {
-			fmt.Fprintln(os.Stderr, "bench: cluster down:", derr)
-		}
-	}()
 	b, err := newPodBench(ctx, c, bin)
 	if err != nil {
 		return err

@@ -153,7 +153,7 @@ func failLogs(c *localcluster.Cluster, err error) {
 	}
 	fmt.Fprintf(os.Stderr, "benchmark failed: %v\n", err)
 	for _, n := range c.Nodes() {
-		fmt.Fprintf(os.Stderr, "--- %s agent log, last 15 lines:\n%s\n", n.Name, tail(n.LogPath, 15))
+		fmt.Fprintf(os.Stderr, "--- %s agent log, last 25 lines:\n%s\n", n.Name, tail(n.LogPath, 25))
 	}
 }
 

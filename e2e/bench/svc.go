@@ -7,9 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -41,27 +39,12 @@ const (
 func runSvc(ctx context.Context, bin string, t *table) (err error) {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	bin, _ = filepath.Abs(bin)
-	dir, err := os.MkdirTemp("", "shoal-bench-svc-")
+	c, _, down, err := startCluster(ctx, bin, svcClusterNm, nil)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	c, err := localcluster.Up(ctx, localcluster.Config{Name: svcClusterNm + strconv.FormatInt(int64(os.Getpid()), 36), Dir: filepath.Join(dir, "c"), Nodes: 3, Binary: bin, Stdout: os.Stderr, AgentArgs: agentArgs})
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "service benchmarks failed: %v\n", err)
-			for _, n := range c.Nodes() {
-				fmt.Fprintf(os.Stderr, "--- %s agent log, last 25 lines:\n%s\n", n.Name, tail(n.LogPath, 25))
-			}
-		}
-		if derr := c.Down(); derr != nil {
-			fmt.Fprintln(os.Stderr, "bench: cluster down:", derr)
-		}
-	}()
+	defer down()
+	defer func() { failLogs(c, err) }()
 	cs, err := servicesClient(ctx, c)
 	if err != nil {
 		return err
