@@ -185,7 +185,7 @@ func (l *schedLoop) observePod(p *corev1.Pod) {
 	key := p.Namespace + "/" + p.Name
 	old := l.placed[key]
 	switch {
-	case p.Spec.NodeName != "" && !podFinished(p):
+	case p.Spec.NodeName != "" && !controller.IsPodFinished(p):
 		delete(l.pending, key)
 		if old != nil && old.UID == p.UID && !podPlacementChanged(old, p) {
 			l.placed[key] = old // the snapshot keeps what it was given
@@ -261,17 +261,13 @@ func (l *schedLoop) readConfig() {
 // schedulable reports whether an unbound pod is this scheduler's to place.
 func schedulable(p *corev1.Pod) bool {
 	switch {
-	case p.DeletionTimestamp != nil, podFinished(p):
+	case p.DeletionTimestamp != nil, controller.IsPodFinished(p):
 	case p.Spec.SchedulerName != "" && p.Spec.SchedulerName != defaultSchedulerName:
 	case len(p.Spec.SchedulingGates) > 0:
 	default:
 		return true
 	}
 	return false
-}
-
-func podFinished(p *corev1.Pod) bool {
-	return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
 }
 
 // podPlacementChanged reports whether a bound pod changed in what the
@@ -323,7 +319,7 @@ func (l *schedLoop) rebuild() error {
 		key := p.Namespace + "/" + p.Name
 		switch {
 		case p.Spec.NodeName != "":
-			if !podFinished(p) {
+			if !controller.IsPodFinished(p) {
 				bound = append(bound, p)
 				l.placed[key] = p
 			}

@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/shoal-dev/shoal/node/controller"
 	"github.com/shoal-dev/shoal/node/events"
 	"github.com/shoal-dev/shoal/node/state"
 )
@@ -179,7 +180,7 @@ func TestSchedLoopIncremental(t *testing.T) {
 	objs, _ := e.store.List("pods", "")
 	for _, o := range objs {
 		p := o.(*corev1.Pod)
-		if p.Spec.NodeName != "" && !podFinished(p) {
+		if p.Spec.NodeName != "" && !controller.IsPodFinished(p) {
 			active[p.Spec.NodeName]++
 		}
 	}

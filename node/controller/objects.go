@@ -185,10 +185,16 @@ func UnknownOutcome(err error) bool {
 	return err != nil && !errors.As(err, &re) && !admission.IsRefused(err)
 }
 
+// IsPodFinished reports whether pod ran to completion (phase Succeeded or
+// Failed): it holds no resources and runs nothing any more.
+func IsPodFinished(pod *corev1.Pod) bool {
+	return pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
+}
+
 // IsPodActive reports whether pod counts as one of its controller's
 // replicas: not finished (Succeeded/Failed) and not being deleted.
 func IsPodActive(pod *corev1.Pod) bool {
-	return pod.Status.Phase != corev1.PodSucceeded && pod.Status.Phase != corev1.PodFailed && pod.DeletionTimestamp == nil
+	return !IsPodFinished(pod) && pod.DeletionTimestamp == nil
 }
 
 // FilterActivePods returns the active pods of pods (see IsPodActive).

@@ -368,7 +368,7 @@ func (dc *Controller) controlledPods(s *syncState) []*corev1.Pod {
 func podsByNode(pods []*corev1.Pod) map[string][]*corev1.Pod {
 	out := map[string][]*corev1.Pod{}
 	for _, p := range pods {
-		if isTerminal(p) && p.DeletionTimestamp != nil {
+		if controller.IsPodFinished(p) && p.DeletionTimestamp != nil {
 			continue
 		}
 		if node, ok := targetNode(p); ok {

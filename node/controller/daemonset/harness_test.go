@@ -321,7 +321,7 @@ func (h *harness) schedule() {
 		switch {
 		case p.Spec.NodeName != "":
 			bound = append(bound, p)
-		case p.DeletionTimestamp == nil && !isTerminal(p):
+		case p.DeletionTimestamp == nil && !controller.IsPodFinished(p):
 			pending = append(pending, p)
 		}
 	}

@@ -145,7 +145,3 @@ func sortOldestFirst(pods []*corev1.Pod) {
 		return a.Name < b.Name
 	})
 }
-
-func isTerminal(pod *corev1.Pod) bool {
-	return pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
-}

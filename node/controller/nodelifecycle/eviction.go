@@ -59,11 +59,6 @@ func evictionTime(pod *corev1.Pod, taints []corev1.Taint, now time.Time) (at tim
 	return at, ok
 }
 
-// isFinished reports whether pod has run to completion (nothing to evict).
-func isFinished(pod *corev1.Pod) bool {
-	return pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
-}
-
 var statefulSetGroup = appsv1.SchemeGroupVersion.Group
 
 // ownedByStatefulSet reports whether a StatefulSet controls pod.
@@ -92,7 +87,7 @@ func (lc *Controller) syncPod(ctx context.Context, namespace, name string) error
 	if !ok {
 		return lc.collectOrphan(ctx, pod)
 	}
-	if isFinished(pod) {
+	if controller.IsPodFinished(pod) {
 		return nil
 	}
 	node := no.(*corev1.Node)

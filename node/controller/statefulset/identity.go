@@ -115,10 +115,6 @@ func isAvailable(set *appsv1.StatefulSet, pod *corev1.Pod, c controller.Context)
 	return isHealthy(pod) && controller.IsPodAvailable(pod, set.Spec.MinReadySeconds, c.Now())
 }
 
-func isFinished(pod *corev1.Pod) bool {
-	return pod.Status.Phase == corev1.PodFailed || pod.Status.Phase == corev1.PodSucceeded
-}
-
 // newPod is the pod of set's identity ordinal at revision rev, with the
 // metadata the API server would set on a create and the defaults it would
 // apply.

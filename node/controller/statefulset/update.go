@@ -122,7 +122,7 @@ func (r *round) forAll(n int, fn func(i int) (stop bool, err error)) (bool, erro
 func (r *round) processReplica(ctx context.Context, i int) (bool, error) {
 	sc, set := r.sc, r.set
 	pod := r.replicas[i]
-	if pod != nil && isFinished(pod) {
+	if pod != nil && controller.IsPodFinished(pod) {
 		if pod.DeletionTimestamp == nil {
 			if pod.Status.Phase == corev1.PodFailed {
 				sc.c.Events.Eventf(set, GVK.Kind, corev1.EventTypeWarning, reasonRecreatingFailed,
