@@ -20,6 +20,7 @@ import (
 	"github.com/shoal-dev/shoal/node/apiserver"
 	"github.com/shoal-dev/shoal/node/container"
 	"github.com/shoal-dev/shoal/node/container/containerd"
+	"github.com/shoal-dev/shoal/node/controller"
 	"github.com/shoal-dev/shoal/node/events"
 	"github.com/shoal-dev/shoal/node/podnet"
 )
@@ -196,12 +197,7 @@ func (n *Node) imageMirrors(ref string) []container.Mirror {
 }
 
 func nodeReady(node *corev1.Node) bool {
-	for _, c := range node.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
+	return controller.NodeReadyStatus(node) == corev1.ConditionTrue
 }
 
 func nodeHasImage(node *corev1.Node, ref string) bool {

@@ -291,16 +291,7 @@ func nodeSchedulingChanged(a, b *corev1.Node) bool {
 		!equality.Semantic.DeepEqual(a.Status.Images, b.Status.Images) {
 		return true
 	}
-	return readyStatus(a) != readyStatus(b)
-}
-
-func readyStatus(n *corev1.Node) corev1.ConditionStatus {
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status
-		}
-	}
-	return ""
+	return controller.NodeReadyStatus(a) != controller.NodeReadyStatus(b)
 }
 
 // rebuild builds the snapshot and the queue afresh from the store, once the

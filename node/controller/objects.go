@@ -185,6 +185,16 @@ func UnknownOutcome(err error) bool {
 	return err != nil && !errors.As(err, &re) && !admission.IsRefused(err)
 }
 
+// NodeReadyStatus is the status of node's Ready condition, "" without one.
+func NodeReadyStatus(node *corev1.Node) corev1.ConditionStatus {
+	for _, c := range node.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status
+		}
+	}
+	return ""
+}
+
 // IsPodFinished reports whether pod ran to completion (phase Succeeded or
 // Failed): it holds no resources and runs nothing any more.
 func IsPodFinished(pod *corev1.Pod) bool {

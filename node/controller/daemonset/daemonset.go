@@ -200,16 +200,7 @@ func placementChanged(a, b *corev1.Node) bool {
 	return !equality.Semantic.DeepEqual(a.Labels, b.Labels) ||
 		!equality.Semantic.DeepEqual(a.Spec.Taints, b.Spec.Taints) ||
 		a.Spec.Unschedulable != b.Spec.Unschedulable ||
-		readyStatus(a) != readyStatus(b)
-}
-
-func readyStatus(n *corev1.Node) corev1.ConditionStatus {
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status
-		}
-	}
-	return ""
+		controller.NodeReadyStatus(a) != controller.NodeReadyStatus(b)
 }
 
 var errSelectsAll = errors.New("the selector is empty: it would select every pod")
