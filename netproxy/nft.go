@@ -166,8 +166,7 @@ func (s *schema) noTrackChains(t *txn) {
 	match := func(ap netip.AddrPort, src bool) []expr.Any {
 		addr, port := loadDaddr(reg1), loadDport(reg1)
 		if src {
-			addr = loadSaddr(reg1)
-			port = &expr.Payload{DestRegister: reg1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2}
+			addr, port = loadSaddr(reg1), loadSport(reg1)
 		}
 		e := []expr.Any{addr, &expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: addr4(ap.Addr())}}
 		e = append(e, matchProto(UDP)...)

@@ -23,10 +23,9 @@ type eventInbox struct {
 }
 
 // start watches each resource ("pods", or "configmaps/NAMESPACE" for one
-// namespace) until ctx ends. The first resync request comes at once.
+// namespace) until ctx ends. Each watch's first list asks for a resync.
 func (b *eventInbox) start(ctx context.Context, store *state.Store, resources ...string) {
 	b.kick = make(chan struct{}, 1)
-	b.resync = true
 	for _, r := range resources {
 		resource, ns, _ := strings.Cut(r, "/")
 		go b.watch(ctx, store, resource, ns)
