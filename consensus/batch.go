@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,6 +24,11 @@ const (
 	// enqueueTimeout bounds how long raft.Apply may wait to hand an entry to
 	// the raft loop; on timeout nothing was written and commands are retried.
 	enqueueTimeout = time.Second
+	// nudgeDelay is how long the leader waits, after a batch of its own
+	// commands, for the next entry to carry the commit index to the
+	// followers before it appends a barrier to do so (see nudge). It
+	// outlasts a client's turnaround between sequential writes.
+	nudgeDelay = 2 * time.Millisecond
 )
 
 // encodeBatch encodes commands as one batch-v1 entry:
@@ -82,13 +88,14 @@ const (
 
 // proposal is one command waiting in the leader's batch queue.
 type proposal struct {
-	cmd   []byte
-	state atomic.Int32
-	done  chan result // buffered 1; receives exactly one result once taken
+	cmd       []byte
+	forwarded bool // proposed by a follower, which waits for its own replica
+	state     atomic.Int32
+	done      chan result // buffered 1; receives exactly one result once taken
 }
 
-func newProposal(cmd []byte) *proposal {
-	return &proposal{cmd: cmd, done: make(chan result, 1)}
+func newProposal(cmd []byte, forwarded bool) *proposal {
+	return &proposal{cmd: cmd, forwarded: forwarded, done: make(chan result, 1)}
 }
 
 // abandon withdraws a queued proposal. It reports false if the batcher has
@@ -174,16 +181,20 @@ func (b *batcher) run(ctx context.Context, wg *sync.WaitGroup) {
 		b.entries.Add(1)
 		b.commands.Add(uint64(len(batch)))
 		wg.Go(func() {
-			defer func() { <-b.inflight }()
-			b.finish(ctx.Done(), f, batch)
+			committed := b.finish(ctx.Done(), f, batch)
+			b.pending.Add(-1)
+			<-b.inflight
+			if committed {
+				b.nudge(ctx.Done(), slices.ContainsFunc(batch, func(p *proposal) bool { return p.forwarded }))
+			}
 		})
 	}
 }
 
-// finish waits for an entry and fans the per-command results out.
-// It gives up when stop closes (Shutdown): those commands' outcome is unknown.
-func (b *batcher) finish(stop <-chan struct{}, f raft.ApplyFuture, batch []*proposal) {
-	defer b.pending.Add(-1)
+// finish waits for an entry and fans the per-command results out; it
+// reports whether the entry committed. It gives up when stop closes
+// (Shutdown): those commands' outcome is unknown.
+func (b *batcher) finish(stop <-chan struct{}, f raft.ApplyFuture, batch []*proposal) bool {
 	send := func(i int, r result) { batch[i].done <- r }
 	all := func(r result) {
 		for i := range batch {
@@ -192,24 +203,24 @@ func (b *batcher) finish(stop <-chan struct{}, f raft.ApplyFuture, batch []*prop
 	}
 	if err := awaitFuture(stop, f); err != nil {
 		all(b.classify(err))
-		return
+		return false
 	}
 	index := f.Index()
 	switch resp := f.Response().(type) {
 	case [][]byte:
 		if len(resp) != len(batch) {
 			all(failedResult(fmt.Errorf("consensus: entry %d: %d responses for %d commands", index, len(resp), len(batch))))
-			return
+			return true
 		}
 		for i := range batch {
 			send(i, result{index: index, resp: resp[i], outcome: outcomeOK})
 		}
-		b.nudge(stop)
 	case error:
 		all(failedResult(resp))
 	default:
 		all(failedResult(fmt.Errorf("consensus: entry %d: unexpected apply response %T", index, resp)))
 	}
+	return true
 }
 
 // nudge spreads the commit index after a batch when writes stop flowing.
@@ -219,12 +230,30 @@ func (b *batcher) finish(stop <-chan struct{}, f raft.ApplyFuture, batch []*prop
 // applies — a follower that forwarded a write waits for its own replica, and
 // every node programs services and DNS and runs pods from its replica — so
 // with nothing queued behind this batch the leader appends a barrier, whose
-// AppendEntries carries the new commit index at once. Under load the next
-// batch does that job and no barrier is needed; at idle the tick can be slow
-// and cheap (see Config.CommitTimeout).
-func (b *batcher) nudge(stop <-chan struct{}) {
-	if len(b.queue) > 0 || b.pending.Load() > 1 {
+// AppendEntries carries the new commit index. A batch with forwarded
+// commands is nudged at once: its followers are waiting. Otherwise the
+// barrier waits nudgeDelay and is dropped when another entry went out
+// meanwhile: a client writing in sequence sends its next write sooner, and a
+// barrier ahead of that write in the log would cost it a round of fsyncs on
+// every node. Under load the next batch does the job and no barrier is
+// needed; at idle the tick can be slow and cheap (see Config.CommitTimeout).
+func (b *batcher) nudge(stop <-chan struct{}, urgent bool) {
+	idle := func() bool { return len(b.queue) == 0 && b.pending.Load() == 0 }
+	if !idle() {
 		return
+	}
+	if !urgent {
+		seen := b.entries.Load()
+		t := time.NewTimer(nudgeDelay)
+		select {
+		case <-t.C:
+		case <-stop:
+			t.Stop()
+			return
+		}
+		if b.entries.Load() != seen || !idle() {
+			return
+		}
 	}
 	b.nudges.Add(1)
 	_ = awaitFuture(stop, b.raft.Barrier(enqueueTimeout))

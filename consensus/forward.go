@@ -182,7 +182,7 @@ func (n *Node) handleRequest(ctx context.Context, kind byte, payload []byte, tra
 		if n.raft.State() != raft.Leader {
 			return encodeNotLeader(n.notLeader())
 		}
-		return encodeResult(n.proposeLocal(ctx, body), true)
+		return encodeResult(n.proposeLocal(ctx, body, true), true)
 	case connReadIndex:
 		if n.raft.State() != raft.Leader {
 			return encodeNotLeader(n.notLeader())

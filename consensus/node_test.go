@@ -552,3 +552,58 @@ func TestForwardedWriteReachesFollowerReplica(t *testing.T) {
 		t.Fatal("no nudge was sent")
 	}
 }
+
+// TestLeaderWriteReachesFollowerReplicas: with an idle tick far longer than
+// the test's patience, the leader's own writes still reach every follower's
+// replica soon after they stop (the deferred nudge), including the last one.
+func TestLeaderWriteReachesFollowerReplicas(t *testing.T) {
+	nodes := newCluster(t, 3, func(c *Config) { c.CommitTimeout = 30 * time.Second })
+	leader := waitLeader(t, nodes...)
+	var idx uint64
+	for i := 0; i < 20; i++ {
+		idx = mustPropose(t, leader, fmt.Sprintf("local-%d", i))
+	}
+	for _, f := range followersOf(leader, nodes) {
+		if err := f.WaitApplied(ctxTimeout(t, 5*time.Second), idx); err != nil {
+			t.Fatalf("follower did not apply the leader's last write %d: %v (nudges %d)", idx, err, leader.Stats().Nudges)
+		}
+	}
+	if leader.Stats().Nudges == 0 {
+		t.Fatal("no nudge was sent")
+	}
+}
+
+// TestReadIndexSkipsTrailingBarriers: after writes and their nudge the log
+// ends in a barrier whose commit followers learn only from the idle tick.
+// A follower's consistent read must not wait for that tick: the read index
+// steps back to the last command, which the follower already applied.
+func TestReadIndexSkipsTrailingBarriers(t *testing.T) {
+	nodes := newCluster(t, 3, func(c *Config) { c.CommitTimeout = 30 * time.Second })
+	leader := waitLeader(t, nodes...)
+	f := followersOf(leader, nodes)[0]
+	idx := mustPropose(t, leader, "before-read")
+	if err := f.WaitApplied(ctxTimeout(t, 5*time.Second), idx); err != nil {
+		t.Fatalf("follower did not apply %d: %v", idx, err)
+	}
+	// The nudge has appended a barrier after idx (its AppendEntries carried
+	// idx's commit); wait until the leader committed it.
+	deadline := time.Now().Add(5 * time.Second)
+	for leader.raft.CommitIndex() <= idx {
+		if time.Now().After(deadline) {
+			t.Fatalf("no barrier committed after %d (commit index %d, nudges %d)", idx, leader.raft.CommitIndex(), leader.Stats().Nudges)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	for _, n := range []*testNode{leader, f} {
+		ri, err := n.ReadIndex(ctxTimeout(t, 5*time.Second))
+		if err != nil {
+			t.Fatalf("ReadIndex on %s: %v", n.id, err)
+		}
+		if ri != idx {
+			t.Errorf("ReadIndex on %s = %d, want the last command %d (commit index %d)", n.id, ri, idx, leader.raft.CommitIndex())
+		}
+		if err := n.WaitApplied(ctxTimeout(t, 5*time.Second), ri); err != nil {
+			t.Fatalf("WaitApplied(%d) on %s: %v", ri, n.id, err)
+		}
+	}
+}

@@ -45,7 +45,7 @@ func (n *Node) Propose(ctx context.Context, cmd []byte) (index uint64, resp []by
 		var r result
 		tried := ""
 		if n.raft.State() == raft.Leader {
-			r = n.proposeLocal(ctx, cmd)
+			r = n.proposeLocal(ctx, cmd, false)
 		} else if tried = n.target(&hint); tried != "" {
 			r = n.forwardPropose(ctx, tried, cmd)
 		} else {
@@ -170,9 +170,10 @@ func (n *Node) pause(ctx context.Context, bo *backoff, changed <-chan struct{}, 
 	}
 }
 
-// proposeLocal queues cmd for the leader's batcher and waits for its result.
-func (n *Node) proposeLocal(ctx context.Context, cmd []byte) result {
-	p := newProposal(cmd)
+// proposeLocal queues cmd for the leader's batcher and waits for its result;
+// forwarded marks a command a follower sent (see batcher.nudge).
+func (n *Node) proposeLocal(ctx context.Context, cmd []byte, forwarded bool) result {
+	p := newProposal(cmd, forwarded)
 	select {
 	case n.batcher.queue <- p:
 	case <-ctx.Done():
@@ -228,11 +229,32 @@ func (n *Node) readIndexLocal(ctx context.Context) result {
 		}
 		return retryResult(err)
 	}
-	index := n.raft.CommitIndex()
+	index := n.lastCommandAtOrBelow(n.raft.CommitIndex())
 	if n.raft.CurrentTerm() != term {
 		return retryResult(n.notLeader())
 	}
 	return result{index: index, outcome: outcomeOK}
+}
+
+// lastCommandAtOrBelow steps back from a committed index over the barriers
+// and no-ops at the tail of the log: they change no state, so a replica that
+// applied the last entry before them holds the same state. Followers learn
+// that an entry committed only from a later AppendEntries, and after the
+// batcher's nudge the tail is nearly always a barrier whose own commit
+// travels only with the idle tick (Config.CommitTimeout); a read index
+// pointing at it would hold follower reads up to that long. It gives up on
+// the scan (keeping index) past maxSkipScan entries or a compacted one.
+func (n *Node) lastCommandAtOrBelow(index uint64) uint64 {
+	var l raft.Log
+	for i := index; i > 0 && index-i < maxSkipScan; i-- {
+		if err := n.logs.GetLog(i, &l); err != nil {
+			return index
+		}
+		if l.Type != raft.LogBarrier && l.Type != raft.LogNoop {
+			return i
+		}
+	}
+	return index
 }
 
 // waitFuture waits for f, ctx or Shutdown.
