@@ -35,16 +35,7 @@ func (r *Runtime) CreateContainer(ctx context.Context, spec container.ContainerS
 	if err != nil {
 		return fmt.Errorf("creating container %s: %w", spec.ID, err)
 	}
-	unpacked, err := img.IsUnpacked(ctx, r.cfg.Snapshotter)
-	if err != nil {
-		return wrapErr(err, "creating container %s: checking image %s", spec.ID, img.Name())
-	}
-	if !unpacked {
-		if err := img.Unpack(ctx, r.cfg.Snapshotter); err != nil {
-			return wrapErr(err, "creating container %s: unpacking %s", spec.ID, img.Name())
-		}
-	}
-	cfgDesc, imgCfg, err := readImageConfig(ctx, img)
+	info, err := r.rootfs(ctx, img, false)
 	if err != nil {
 		return fmt.Errorf("creating container %s: %w", spec.ID, err)
 	}
@@ -53,11 +44,11 @@ func (r *Runtime) CreateContainer(ctx context.Context, spec container.ContainerS
 	if labels == nil {
 		labels = make(map[string]string)
 	}
-	labels[labelImageID] = cfgDesc.Digest.String()
+	labels[labelImageID] = info.cfgDesc.Digest.String()
 	if spec.LogPath != "" {
 		labels[labelLogPath] = spec.LogPath
 	}
-	stopSignal := imgCfg.Config.StopSignal
+	stopSignal := info.config.Config.StopSignal
 	if stopSignal == "" {
 		stopSignal = "SIGTERM"
 	}
@@ -68,13 +59,22 @@ func (r *Runtime) CreateContainer(ctx context.Context, spec container.ContainerS
 		_, err := r.client.NewContainer(ctx, spec.ID,
 			ctd.WithContainerLabels(labels),
 			ctd.WithSnapshotter(r.cfg.Snapshotter),
-			ctd.WithNewSnapshot(spec.ID, img),
+			withRootfsSnapshot(spec.ID, info.parent, img.Name()),
 			ctd.WithRuntime(r.cfg.Runtime, r.runcOptions()),
-			ctd.WithNewSpec(r.specOpts(spec, imgCfg.Config)...),
+			ctd.WithNewSpec(r.specOpts(spec, info.config.Config)...),
 		)
 		return err
 	}
 	err = create()
+	if err != nil && isNotFound(err) {
+		// The parent snapshot is gone (the image was removed and collected,
+		// then imported again): read and unpack the image afresh.
+		r.rootfsInfos.forget(img)
+		if info, err = r.rootfs(ctx, img, true); err != nil {
+			return fmt.Errorf("creating container %s: %w", spec.ID, err)
+		}
+		err = create()
+	}
 	if err != nil && r.dropOrphanSnapshot(ctx, spec.ID) && isAlreadyExists(err) {
 		// The snapshot was left by a create that died half way: retry.
 		err = create()

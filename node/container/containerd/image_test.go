@@ -8,6 +8,7 @@ import (
 	"time"
 
 	ctd "github.com/containerd/containerd"
+	"github.com/containerd/containerd/images"
 	digest "github.com/opencontainers/go-digest"
 
 	"github.com/shoal-dev/shoal/node/container"
@@ -85,4 +86,59 @@ func TestImageRoundTrip(t *testing.T) {
 	if err != nil || len(list) != 3 {
 		t.Errorf("ListImages = %d images, %v", len(list), err)
 	}
+}
+
+// CreateContainer reads an image once and keeps what it read; an image that
+// was removed (its snapshots collected) and imported again under the same
+// digest is unpacked afresh instead of failing on the missing snapshot.
+func TestCreateAfterImageReimported(t *testing.T) {
+	rt := newRuntime(t, sharedDaemon(t))
+	ctx := context.Background()
+	var buf bytes.Buffer
+	const ref = "shoal.test/reimport:1"
+	if _, err := image.BusyboxImage(&buf, ref); err != nil {
+		t.Fatal(err)
+	}
+	archive := buf.Bytes()
+	if _, err := rt.ImportImage(ctx, bytes.NewReader(archive)); err != nil {
+		t.Fatal(err)
+	}
+	runOnce := func() {
+		t.Helper()
+		id := run(t, rt, container.ContainerSpec{Image: ref, Command: []string{"true"}})
+		if ex := waitExit(t, rt, id, 20*time.Second); ex.ExitCode != 0 {
+			t.Fatalf("container exited %d", ex.ExitCode)
+		}
+		if err := rt.RemoveContainer(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runOnce() // reads and unpacks the image, and caches what it read
+
+	name, err := container.NormalizeRef(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nctx := rt.ns(ctx)
+	img, err := rt.client.GetImage(nctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.client.ImageService().Delete(nctx, name, images.SynchronousDelete()); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := img.IsUnpacked(nctx, rt.cfg.Snapshotter); err == nil && ok {
+		t.Fatal("the image's snapshots survived its deletion; the test would not exercise a stale cache")
+	}
+	// Imported again without unpacking (as a pull that stopped half way
+	// leaves it): the cached snapshot parent no longer exists.
+	if _, err := rt.client.Import(nctx, bytes.NewReader(archive),
+		ctd.WithImageRefTranslator(container.RefFromAnnotation),
+		ctd.WithSkipDigestRef(func(name string) bool { return name != "" })); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := img.IsUnpacked(nctx, rt.cfg.Snapshotter); err == nil && ok {
+		t.Fatal("the image is unpacked again; the test would not exercise a stale cache")
+	}
+	runOnce()
 }
