@@ -14,9 +14,10 @@ import (
 // rootfsInfo is what creating a container needs from its image: the config
 // and the snapshot its root filesystem starts from. Reading them takes half
 // a dozen requests to containerd (image, manifest, config, the unpacked
-// check), about 4 ms of a 17–20 ms CreateContainer here (the rest is containerd committing the snapshot and the container record), and an image's
-// content never changes under its digest, so it is read once per image
-// name and target digest and kept.
+// check), about 4 ms of a 17–20 ms CreateContainer here (the rest is
+// containerd committing the snapshot and the container record), and an
+// image's content never changes under its digest, so it is read once per
+// image name and target digest and kept.
 type rootfsInfo struct {
 	cfgDesc ocispec.Descriptor
 	config  ocispec.Image
