@@ -210,6 +210,10 @@ func TestServices(t *testing.T) {
 	create(serviceFor("echo-weighted", echo, func(s *corev1.Service) { s.Annotations = map[string]string{"shoal.dev/lb-strategy": "weighted"} }))
 	create(serviceFor("echo-lc", echo, func(s *corev1.Service) { s.Annotations = map[string]string{"shoal.dev/lb-strategy": "least-conn"} }))
 	create(serviceFor("echo-sticky", echo, func(s *corev1.Service) { s.Spec.SessionAffinity = corev1.ServiceAffinityClientIP }))
+	create(serviceFor("echo-node", echo, func(s *corev1.Service) {
+		p := corev1.ServiceInternalTrafficPolicyLocal
+		s.Spec.InternalTrafficPolicy = &p
+	}))
 	create(serviceFor("echo-headless", echo, func(s *corev1.Service) { s.Spec.ClusterIP = corev1.ClusterIPNone }))
 	create(serviceFor("echo-n1only", map[string]string{"app": "echo", "node": "n1"}))
 	create(serviceFor("self", map[string]string{"app": "client"}))
@@ -218,7 +222,7 @@ func TestServices(t *testing.T) {
 		s.Spec.Type = corev1.ServiceTypeLoadBalancer
 		s.Spec.Ports[0].Port = 8081
 	}))
-	for _, s := range []string{"echo", "echo-local", "echo-weighted", "echo-lc", "echo-sticky", "echo-headless"} {
+	for _, s := range []string{"echo", "echo-local", "echo-weighted", "echo-lc", "echo-sticky", "echo-node", "echo-headless"} {
 		waitReadyEndpoints(t, cs, s, 3)
 	}
 	waitReadyEndpoints(t, cs, "self", 1)
@@ -280,6 +284,18 @@ func TestServices(t *testing.T) {
 		}
 		if got := tally(out); len(got) != 1 || got["FAIL"] > 0 {
 			t.Fatalf("sticky service answered from %v, want one backend", got)
+		}
+	})
+	t.Run("internal traffic policy Local", func(t *testing.T) {
+		// Every node sends ClusterIP traffic to its own backend only.
+		for _, from := range []struct{ pod, want string }{{"client", "echo-n1"}, {"echo-n2", "echo-n2"}, {"echo-n3", "echo-n3"}} {
+			out, err := inPod(t, c, "", from.pod, httpLoop("echo-node", 80, 6))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := tally(out); len(got) != 1 || got[from.want] != 6 {
+				t.Fatalf("from %s: answers %v, want 6 from %s", from.pod, got, from.want)
+			}
 		}
 	})
 	t.Run("least connections", func(t *testing.T) {
@@ -443,8 +459,8 @@ func TestServices(t *testing.T) {
 			}
 			return ""
 		}
-		if v := metric("shoal_services_programmed"); v != "10" {
-			t.Errorf("shoal_services_programmed %q, want 10", v)
+		if v := metric("shoal_services_programmed"); v != "11" {
+			t.Errorf("shoal_services_programmed %q, want 11", v)
 		}
 		if v := metric("shoal_service_sync_seconds_count"); v == "" || v == "0" {
 			t.Errorf("shoal_service_sync_seconds_count %q", v)

@@ -62,6 +62,10 @@ type Service struct {
 	// ExternalLocal is externalTrafficPolicy Local for NodePort and external
 	// traffic: only this node's endpoints, client IP preserved.
 	ExternalLocal bool
+	// InternalLocal is internalTrafficPolicy Local for ClusterIP traffic:
+	// only this node's endpoints, dropped when it has none. NodePort and
+	// external traffic follow ExternalLocal.
+	InternalLocal bool
 	Ports         []Port
 }
 

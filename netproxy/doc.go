@@ -69,6 +69,12 @@
 //     client address and balances over the node's own endpoints only (pods
 //     of the cluster excepted: they get the Cluster behaviour), and drops
 //     when the node has none.
+//   - int-<hash> exists for internalTrafficPolicy Local only: the ClusterIPs
+//     go to it instead of svc-<hash>, and it balances over the node's own
+//     endpoints, or drops when the node has none (kube-proxy's "has no local
+//     endpoints"). svc-<hash> keeps every endpoint for external traffic
+//     with externalTrafficPolicy Cluster and for pods reaching a NodePort.
+//     Least-conn ports use round robin there.
 //   - Masquerade: nat-postrouting (base table) masquerades packets carrying
 //     the mark bit 0x4000 (set with a bitwise or, cleared with an and, so other mark bits
 //     survive). Traffic to a service address from outside ClusterCIDR is

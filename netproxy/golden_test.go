@@ -43,9 +43,12 @@ func goldenConfigs() map[string]Config {
 		Ports: []Port{{Protocol: TCP, Port: 80, Endpoints: []Endpoint{ep("10.42.1.10", 80), ep("10.42.1.11", 80)}}}}
 	sctp := Service{Namespace: "shop", Name: "sctp", ClusterIPs: []netip.Addr{a4("10.43.1.5")},
 		Ports: []Port{{Protocol: "SCTP", Port: 9, Endpoints: []Endpoint{ep("10.42.1.12", 9)}}}}
+	agent := Service{Namespace: "logs", Name: "agent", ClusterIPs: []netip.Addr{a4("10.43.3.1")}, InternalLocal: true,
+		AffinityTimeout: time.Minute, Ports: []Port{{Protocol: TCP, Port: 24224, NodePort: 30224,
+			Endpoints: []Endpoint{localEP("10.42.0.40", 24224), ep("10.42.1.40", 24224), localEP("10.42.0.41", 24224)}}}}
 
 	a := Config{ClusterCIDR: cidr, NodeIPs: []netip.Addr{a4("192.168.1.10")},
-		Services: []Service{web, dns, lb, weighted, empty, lc, sctp}}
+		Services: []Service{web, dns, lb, weighted, empty, lc, sctp, agent}}
 
 	b := cloneConfig(a)
 	b.NodeIPs = []netip.Addr{a4("192.168.1.11"), a4("192.168.1.10")}
@@ -54,6 +57,7 @@ func goldenConfigs() map[string]Config {
 	b.Services[2].ExternalLocal = false                                      // front: Cluster policy
 	b.Services[4].Ports[0].Endpoints = []Endpoint{localEP("10.42.0.20", 80)} // empty gets an endpoint
 	b.Services[5].Strategy = RoundRobin                                      // lc: no proxy any more
+	b.Services[7].Ports[0].Endpoints = []Endpoint{ep("10.42.1.40", 24224)}   // agent: no local endpoint, ClusterIP drops
 	b.Services = slices.Delete(b.Services, 3, 4)                             // canary gone
 	b.Services = append(b.Services, Service{Namespace: "new", Name: "svc", ClusterIPs: []netip.Addr{a4("10.43.2.1")},
 		AffinityTimeout: 10 * time.Minute, Ports: []Port{{Protocol: TCP, Port: 80, Endpoints: []Endpoint{ep("10.42.1.30", 80)}}}})
@@ -64,7 +68,9 @@ func goldenConfigs() map[string]Config {
 	c.Services[2].ExternalLocal = true
 	c.Services[2].Ports[0].Endpoints = []Endpoint{ep("10.42.1.7", 8443)} // Local with no local endpoint: drop
 	c.Services[3].Ports[0].Endpoints = nil                               // back to reject
-	c.Services = c.Services[:5]                                          // new/svc gone
+	c.Services[6].InternalLocal = false                                  // agent: Cluster policy, the int chain goes
+	c.Services = slices.Delete(c.Services, 5, 6)                         // sctp gone
+	c.Services = slices.Delete(c.Services, 6, 7)                         // new/svc gone
 
 	return map[string]Config{"a": a, "b": b, "c": c, "empty": {}}
 }

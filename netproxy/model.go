@@ -169,7 +169,7 @@ type leastConnPort struct {
 // port whose shard holds it.
 type ruleset struct {
 	CIDR       netip.Prefix
-	Chains     map[string][]rule       // svc-* and ext-* chains
+	Chains     map[string][]rule       // svc-*, ext-* and int-* chains
 	ServiceIPs map[ipPortKey]string    // → target chain
 	NodePorts  map[protoPortKey]string // → target chain
 	NoEPIPs    map[ipPortKey]string    // → owner hash (reject)

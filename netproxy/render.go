@@ -70,6 +70,7 @@ type portOut struct {
 	Hash       string
 	SvcRules   []rule // nil: no svc chain (no endpoints)
 	ExtRules   []rule // nil: no ext chain
+	IntRules   []rule // nil: no int chain (ClusterIP traffic goes to the svc chain)
 	IPs        []ipClaim
 	NodePort   protoPortKey // Port 0: none
 	NodeTarget string       // "" with a node port: reject
@@ -183,8 +184,32 @@ func renderPort(svc *Service, p *Port, id portIdent, hash string, cidr netip.Pre
 	}
 	rules[0].Comment = out.ID
 	out.SvcRules = rules
+	clusterTarget := svcChain
+	if svc.InternalLocal {
+		// internalTrafficPolicy Local: ClusterIP traffic gets a chain of
+		// its own over the node's endpoints, and is dropped when the node
+		// has none (kube-proxy's "has no local endpoints"). The svc chain
+		// stays the Cluster policy for external traffic.
+		var local []Endpoint
+		for _, ep := range eps {
+			if ep.Local {
+				local = append(local, ep)
+			}
+		}
+		if len(local) == 0 {
+			out.IntRules = []rule{{Drop: true}}
+		} else {
+			s := strategy
+			if s == LeastConn {
+				s = RoundRobin // the proxy balances over every endpoint
+			}
+			out.IntRules = lbRules(local, s, affSet)
+		}
+		out.IntRules[0].Comment = out.ID
+		clusterTarget = "int-" + hash
+	}
 	for _, ip := range cluster {
-		out.IPs = append(out.IPs, ipClaim{Key: ipPortKey{ip, p.Protocol, p.Port}, Target: svcChain})
+		out.IPs = append(out.IPs, ipClaim{Key: ipPortKey{ip, p.Protocol, p.Port}, Target: clusterTarget})
 	}
 
 	// The external chain: NodePorts and external IPs, with the traffic

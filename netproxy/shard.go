@@ -59,7 +59,7 @@ func shardOfHash(h string, n int) int {
 }
 
 // refHash returns the service port hash in a reference: a chain or set
-// name (svc-H, ext-H, aff-H) or a bare hash.
+// name (svc-H, ext-H, int-H, aff-H) or a bare hash.
 func refHash(ref string) string {
 	if i := strings.LastIndexByte(ref, '-'); i >= 0 {
 		return ref[i+1:]

@@ -110,7 +110,7 @@ func (s *state) unchanged(entries []*portEntry, svc *Service) bool {
 
 func sameService(a, b *Service) bool {
 	return a.Namespace == b.Namespace && a.Name == b.Name && a.Strategy == b.Strategy &&
-		a.AffinityTimeout == b.AffinityTimeout && a.ExternalLocal == b.ExternalLocal &&
+		a.AffinityTimeout == b.AffinityTimeout && a.ExternalLocal == b.ExternalLocal && a.InternalLocal == b.InternalLocal &&
 		slices.Equal(a.ClusterIPs, b.ClusterIPs) && slices.Equal(a.ExternalIPs, b.ExternalIPs)
 }
 
@@ -276,6 +276,7 @@ func (u *updater) replace(old, cur *portOut) {
 	}
 	u.chain("svc-"+hash, o.SvcRules, n.SvcRules)
 	u.chain("ext-"+hash, o.ExtRules, n.ExtRules)
+	u.chain("int-"+hash, o.IntRules, n.IntRules)
 	if o.Affinity != n.Affinity {
 		set := "aff-" + hash
 		op := u.sets[set]
@@ -288,6 +289,9 @@ func (u *updater) replace(old, cur *portOut) {
 			}
 			if o.ExtRules != nil && n.ExtRules != nil && u.chains["ext-"+hash] == 0 {
 				u.chains["ext-"+hash] = chainFlush
+			}
+			if o.IntRules != nil && n.IntRules != nil && u.chains["int-"+hash] == 0 {
+				u.chains["int-"+hash] = chainFlush
 			}
 		}
 		if n.Affinity > 0 {
@@ -498,8 +502,11 @@ func (s *state) chainRules(name string) []rule {
 	if e == nil {
 		return nil
 	}
-	if kind == "ext" {
+	switch kind {
+	case "ext":
 		return e.out.ExtRules
+	case "int":
+		return e.out.IntRules
 	}
 	return e.out.SvcRules
 }
@@ -523,6 +530,9 @@ func (s *state) view() *ruleset {
 		}
 		if o.ExtRules != nil {
 			rs.Chains["ext-"+o.Hash] = o.ExtRules
+		}
+		if o.IntRules != nil {
+			rs.Chains["int-"+o.Hash] = o.IntRules
 		}
 		if o.Affinity > 0 && o.SvcRules != nil {
 			rs.Affinity["aff-"+o.Hash] = o.Affinity

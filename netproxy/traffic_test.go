@@ -1,7 +1,9 @@
 package netproxy
 
 import (
+	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"testing"
@@ -202,6 +204,48 @@ func TestTraffic(t *testing.T) {
 		}
 		if len(seen) != 3 {
 			t.Errorf("pod to external IP reached %v, want all endpoints", seen)
+		}
+	})
+
+	t.Run("internal traffic policy Local: ClusterIP to local endpoints only, NodePort to all", func(t *testing.T) {
+		eps := backendEPs(true)
+		eps[2].Local = false
+		s := tcpService("itp", "10.43.0.18", eps)
+		s.Ports[0].NodePort = 30083
+		s.InternalLocal = true
+		env.add(t, s)
+		for _, from := range []*testNS{client, tp.node} {
+			for i := 0; i < 6; i++ {
+				if r := mustGet(t, from, "10.43.0.18:80"); r.server == backends[2] {
+					t.Fatalf("ClusterIP reached %s, which is not local", r.server)
+				}
+			}
+		}
+		// External traffic keeps the Cluster policy: every endpoint.
+		seen := map[string]bool{}
+		for i := 0; i < 6; i++ {
+			seen[mustGet(t, tp.lan, "192.168.50.1:30083").server] = true
+		}
+		if len(seen) != 3 {
+			t.Errorf("node port reached %v, want all three endpoints", seen)
+		}
+		// No local endpoint: ClusterIP traffic is dropped (not refused),
+		// the node port still answers from the remote endpoint.
+		s.Ports[0].Endpoints = eps[2:]
+		env.replace(t, s)
+		err := inNS(client, func() error {
+			c, err := net.DialTimeout("tcp4", "10.43.0.18:80", 500*time.Millisecond)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		})
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			t.Errorf("ClusterIP without a local endpoint: %v; want the connection dropped (a dial timeout)", err)
+		}
+		if r := mustGet(t, tp.lan, "192.168.50.1:30083"); r.server != backends[2] {
+			t.Errorf("node port reached %s, want %s", r.server, backends[2])
 		}
 	})
 

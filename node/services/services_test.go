@@ -240,6 +240,18 @@ func TestNodePortAndLoadBalancer(t *testing.T) {
 	})
 }
 
+func TestInternalTrafficPolicy(t *testing.T) {
+	e := newEnv(t)
+	local := corev1.ServiceInternalTrafficPolicyLocal
+	e.put(svc("agent", func(s *corev1.Service) { s.Spec.InternalTrafficPolicy = &local }))
+	e.put(svc("web", func(s *corev1.Service) { s.Spec.ClusterIP, s.Spec.ClusterIPs = "10.43.0.51", []string{"10.43.0.51"} }))
+	e.waitProxy("agent Local, web Cluster", func(c netproxy.Config) bool {
+		a, ok1 := find(c, "default", "agent")
+		w, ok2 := find(c, "default", "web")
+		return ok1 && ok2 && a.InternalLocal && !w.InternalLocal
+	})
+}
+
 // recorder is a miekg.ResponseWriter that keeps the reply.
 type recorder struct{ msg *miekg.Msg }
 

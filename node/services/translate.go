@@ -207,6 +207,7 @@ func proxyService(svc *corev1.Service, eps map[portKey][]endpoint, nodeName stri
 		ExternalIPs:   parseAddrs(svc.Spec.ExternalIPs),
 		Strategy:      strategy,
 		ExternalLocal: svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal,
+		InternalLocal: svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal,
 	}
 	for _, ing := range svc.Status.LoadBalancer.Ingress {
 		if a, err := netip.ParseAddr(ing.IP); err == nil {
