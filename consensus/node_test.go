@@ -534,42 +534,42 @@ func TestFailoverLatency(t *testing.T) {
 	t.Logf("failover over %d runs: p50 %v  p90 %v  p99 %v  max %v", runs, pct(0.5), pct(0.9), pct(0.99), lat[len(lat)-1])
 }
 
-// TestForwardedWriteReachesFollowerReplica: with an idle tick far longer
-// than the test's patience, a write forwarded by a follower still reaches
-// that follower's replica at once, because the leader nudges the commit
-// index after batches with forwarded commands.
-func TestForwardedWriteReachesFollowerReplica(t *testing.T) {
+// TestWritesReachFollowerReplicas: with an idle tick far longer than the
+// test's patience, writes still reach the followers' replicas at once. A
+// write forwarded by a follower reaches that follower's replica (the leader
+// nudges the commit index after batches with forwarded commands), and the
+// leader's own writes reach every follower soon after they stop, the last
+// one included (the deferred nudge).
+func TestWritesReachFollowerReplicas(t *testing.T) {
 	nodes := newCluster(t, 3, func(c *Config) { c.CommitTimeout = 30 * time.Second })
 	leader := waitLeader(t, nodes...)
-	f := followersOf(leader, nodes)[0]
-	for i := 0; i < 3; i++ {
-		idx := mustPropose(t, f, fmt.Sprintf("fwd-%d", i))
-		if err := f.WaitApplied(ctxTimeout(t, 5*time.Second), idx); err != nil {
-			t.Fatalf("follower did not apply its own forwarded write %d: %v (nudges %d)", idx, err, leader.Stats().Nudges)
-		}
-	}
-	if leader.Stats().Nudges == 0 {
-		t.Fatal("no nudge was sent")
-	}
-}
-
-// TestLeaderWriteReachesFollowerReplicas: with an idle tick far longer than
-// the test's patience, the leader's own writes still reach every follower's
-// replica soon after they stop (the deferred nudge), including the last one.
-func TestLeaderWriteReachesFollowerReplicas(t *testing.T) {
-	nodes := newCluster(t, 3, func(c *Config) { c.CommitTimeout = 30 * time.Second })
-	leader := waitLeader(t, nodes...)
-	var idx uint64
-	for i := 0; i < 20; i++ {
-		idx = mustPropose(t, leader, fmt.Sprintf("local-%d", i))
-	}
-	for _, f := range followersOf(leader, nodes) {
-		if err := f.WaitApplied(ctxTimeout(t, 5*time.Second), idx); err != nil {
-			t.Fatalf("follower did not apply the leader's last write %d: %v (nudges %d)", idx, err, leader.Stats().Nudges)
-		}
-	}
-	if leader.Stats().Nudges == 0 {
-		t.Fatal("no nudge was sent")
+	followers := followersOf(leader, nodes)
+	for _, tc := range []struct {
+		name     string
+		via      *testNode
+		writes   int
+		appliers []*testNode
+	}{
+		{"forwarded by a follower", followers[0], 3, followers[:1]},
+		{"through the leader", leader, 20, followers},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := leader.Stats().Nudges
+			for i := 0; i < tc.writes; i++ {
+				idx := mustPropose(t, tc.via, fmt.Sprintf("%s-%d", tc.name, i))
+				if i < tc.writes-1 && tc.via == leader {
+					continue // the leader's writes are checked after the last one
+				}
+				for _, f := range tc.appliers {
+					if err := f.WaitApplied(ctxTimeout(t, 5*time.Second), idx); err != nil {
+						t.Fatalf("%s did not apply write %d: %v (nudges %d)", f.id, idx, err, leader.Stats().Nudges)
+					}
+				}
+			}
+			if leader.Stats().Nudges == before {
+				t.Fatal("no nudge was sent")
+			}
+		})
 	}
 }
 
