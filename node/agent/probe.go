@@ -14,6 +14,12 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	grpcstatus "google.golang.org/grpc/status"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
@@ -48,6 +54,11 @@ func (p *prober) killVerdict() string {
 	defer p.mu.Unlock()
 	return p.kill
 }
+
+// probeUserAgent is the User-Agent of httpGet and gRPC probes: the one of
+// the kubelet release whose API Shoal serves, since applications may
+// recognise probes by it.
+const probeUserAgent = "kube-probe/1.33"
 
 // probeClient is shared by every httpGet probe: no keep-alive (each probe
 // is a fresh connection, as on a kubelet) and no certificate checks.
@@ -188,9 +199,69 @@ func secondsOr(v int32, def int) time.Duration {
 	return time.Duration(v) * time.Second
 }
 
-// probeOnce runs a probe handler once: nil means success.
+// probeOnce runs a probe handler once, within ctx's deadline (the probe's
+// timeout): nil means success.
 func (pw *podWorker) probeOnce(ctx context.Context, pr *corev1.Probe, c *corev1.Container, id, podIP string) error {
+	if pr.GRPC != nil {
+		// gRPC is a probe action only (a lifecycle hook cannot name one),
+		// so it is not in runHandler; its messages quote the timeout.
+		return probeGRPC(ctx, podIP, pr.GRPC, secondsOr(pr.TimeoutSeconds, 1))
+	}
 	return pw.runHandler(ctx, pr.ProbeHandler, c, id, podIP)
+}
+
+// probeGRPC runs a gRPC probe as the kubelet does (pkg/probe/grpc): one
+// grpc.health.v1.Health/Check for g.Service over a new plaintext connection
+// to host:g.Port, bounded by ctx, whose deadline is the probe's timeout.
+// SERVING is success; any other status, an RPC error (NotFound for a service
+// the server does not know, Unimplemented for a server without the health
+// service), a refused connection or the timeout is a failure, with the
+// kubelet's message.
+func probeGRPC(ctx context.Context, host string, g *corev1.GRPCAction, timeout time.Duration) error {
+	if g.Port <= 0 || g.Port > 65535 {
+		return fmt.Errorf("invalid port %d", g.Port)
+	}
+	addr := net.JoinHostPort(host, strconv.Itoa(int(g.Port)))
+	service := ""
+	if g.Service != nil {
+		service = *g.Service
+	}
+	// Unlike the kubelet, the dial does not block until the connection is
+	// up: the RPC waits for it instead, and fails at once (fail-fast) when
+	// the connection is refused, with the dial error in its status.
+	conn, err := grpc.DialContext(ctx, addr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()), // the kubelet has no TLS for gRPC probes either
+		grpc.WithUserAgent(probeUserAgent),
+		// A pod is never reached through the node's HTTPS_PROXY (httpGet
+		// probes ignore it too).
+		grpc.WithNoProxy(),
+	)
+	if err != nil {
+		return fmt.Errorf("error: failed to connect service at %q: %w", addr, err)
+	}
+	defer conn.Close()
+	resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: service})
+	if err != nil {
+		st, _ := grpcstatus.FromError(err)
+		switch st.Code() {
+		case codes.Unavailable:
+			return fmt.Errorf("error: failed to connect service at %q: %s", addr, st.Message())
+		case codes.Unimplemented:
+			return fmt.Errorf("error: this server does not implement the grpc health protocol (grpc.health.v1.Health): %s", st.Message())
+		case codes.DeadlineExceeded:
+			if conn.GetState() != connectivity.Ready {
+				// Connected over TCP (or still trying) but no HTTP/2
+				// handshake within the timeout.
+				return fmt.Errorf("timeout: failed to connect service %q within %v", addr, timeout)
+			}
+			return fmt.Errorf("timeout: health rpc did not complete within %v", timeout)
+		}
+		return fmt.Errorf("error: health rpc probe failed: %w", err)
+	}
+	if s := resp.GetStatus(); s != healthpb.HealthCheckResponse_SERVING {
+		return fmt.Errorf("service unhealthy (responded with %q)", s.String())
+	}
+	return nil
 }
 
 // runHandler runs a probe or lifecycle-hook action.
@@ -237,7 +308,7 @@ func (pw *podWorker) runHandler(ctx context.Context, h corev1.ProbeHandler, c *c
 		if err != nil {
 			return err
 		}
-		req.Header.Set("User-Agent", "kube-probe/1.33")
+		req.Header.Set("User-Agent", probeUserAgent)
 		req.Header.Set("Accept", "*/*")
 		for _, hd := range g.HTTPHeaders {
 			if strings.EqualFold(hd.Name, "Host") {
@@ -272,7 +343,8 @@ func (pw *podWorker) runHandler(ctx context.Context, h corev1.ProbeHandler, c *c
 		}
 		return conn.Close()
 	case h.GRPC != nil:
-		return fmt.Errorf("gRPC probes are not supported by Shoal yet")
+		// Only probes have gRPC actions, and probeOnce runs them.
+		return fmt.Errorf("a gRPC action is valid in probes only")
 	}
 	return fmt.Errorf("probe has no handler")
 }
