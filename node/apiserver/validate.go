@@ -295,13 +295,14 @@ func validatePodSpec(s *corev1.PodSpec, path *field.Path) field.ErrorList {
 		volumes[v.Name] = true
 	}
 	names := map[string]bool{}
-	check := func(cs []corev1.Container, p *field.Path) {
+	check := func(cs []corev1.Container, p *field.Path, init bool) {
 		for i := range cs {
 			errs = append(errs, validateContainer(&cs[i], p.Index(i), names, volumes)...)
+			errs = append(errs, validateContainerProbes(&cs[i], p.Index(i), init)...)
 		}
 	}
-	check(s.InitContainers, path.Child("initContainers"))
-	check(s.Containers, path.Child("containers"))
+	check(s.InitContainers, path.Child("initContainers"), true)
+	check(s.Containers, path.Child("containers"), false)
 	if !contains(asStrings(restartValues), string(s.RestartPolicy)) {
 		errs = append(errs, field.NotSupported(path.Child("restartPolicy"), s.RestartPolicy, restartValues))
 	}

@@ -286,14 +286,33 @@ func defaultContainer(c *corev1.Container) {
 		if p.FailureThreshold == 0 {
 			p.FailureThreshold = 3
 		}
-		if p.HTTPGet != nil && p.HTTPGet.Scheme == "" {
-			p.HTTPGet.Scheme = corev1.URISchemeHTTP
+		defaultHTTPGet(p.HTTPGet)
+	}
+	if l := c.Lifecycle; l != nil {
+		for _, h := range []*corev1.LifecycleHandler{l.PostStart, l.PreStop} {
+			if h != nil {
+				defaultHTTPGet(h.HTTPGet)
+			}
 		}
 	}
 	for i := range c.Env {
 		if f := c.Env[i].ValueFrom; f != nil && f.FieldRef != nil && f.FieldRef.APIVersion == "" {
 			f.FieldRef.APIVersion = "v1"
 		}
+	}
+}
+
+// defaultHTTPGet sets an httpGet action's path and scheme as Kubernetes
+// does (SetDefaults_HTTPGetAction).
+func defaultHTTPGet(g *corev1.HTTPGetAction) {
+	if g == nil {
+		return
+	}
+	if g.Path == "" {
+		g.Path = "/"
+	}
+	if g.Scheme == "" {
+		g.Scheme = corev1.URISchemeHTTP
 	}
 }
 
