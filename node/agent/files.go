@@ -2,8 +2,11 @@ package agent
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
+	"hash/maphash"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -12,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // podFiles are the host files a pod's containers see as /etc/hosts,
@@ -170,8 +174,8 @@ func (a *Agent) prepareVolumes(dir string, pod *corev1.Pod) (map[string]string, 
 				return nil, nil, configErrorf("volume %q: %v", v.Name, err)
 			}
 			mounts[v.Name] = v.HostPath.Path
-		case v.ConfigMap != nil || v.Secret != nil:
-			if v.Secret != nil {
+		case apiVolume(v):
+			if holdsSecret(v) {
 				// Secrets live in memory only, as on a kubelet.
 				if err := mkdirIfMissing(p); err != nil {
 					return nil, nil, err
@@ -180,7 +184,7 @@ func (a *Agent) prepareVolumes(dir string, pod *corev1.Pod) (map[string]string, 
 					return nil, nil, fmt.Errorf("volume %q: %w", v.Name, err)
 				}
 			}
-			if _, err := a.writeSourceVolume(p, pod.Namespace, v); err != nil {
+			if _, err := a.writeSourceVolume(p, pod, v); err != nil {
 				return nil, nil, err
 			}
 			mounts[v.Name], ro[v.Name] = p, true
@@ -194,7 +198,7 @@ func (a *Agent) prepareVolumes(dir string, pod *corev1.Pod) (map[string]string, 
 				ro[v.Name] = true
 			}
 		default:
-			return nil, nil, configErrorf("volume %q: %s volumes are not supported by Shoal (supported: emptyDir, hostPath, configMap, secret, persistentVolumeClaim of local or hostPath volumes)", v.Name, volumeType(v))
+			return nil, nil, configErrorf("volume %q: %s volumes are not supported by Shoal (supported: emptyDir, hostPath, configMap, secret, downwardAPI, projected, persistentVolumeClaim of local or hostPath volumes)", v.Name, volumeType(v))
 		}
 	}
 	return mounts, ro, nil
@@ -207,10 +211,6 @@ func volumeType(v corev1.Volume) string {
 		return "persistentVolumeClaim"
 	case v.NFS != nil:
 		return "nfs"
-	case v.Projected != nil:
-		return "projected"
-	case v.DownwardAPI != nil:
-		return "downwardAPI"
 	case v.CSI != nil:
 		return "csi"
 	case v.Ephemeral != nil:
@@ -223,81 +223,346 @@ func volumeType(v corev1.Volume) string {
 	return "these"
 }
 
-// sourceVolume reads the data of a configMap or secret volume and its
-// source's resourceVersion ("" when an optional source is absent).
-func (a *Agent) sourceVolume(ns string, v corev1.Volume) (data map[string][]byte, rv string, items []corev1.KeyToPath, mode *int32, err error) {
+// apiVolume reports whether v is a configMap, secret, downwardAPI or
+// projected volume: files the agent writes from API objects and from the
+// pod itself, mounted read-only and kept up to date while the pod runs.
+func apiVolume(v corev1.Volume) bool {
+	return v.ConfigMap != nil || v.Secret != nil || v.DownwardAPI != nil || v.Projected != nil
+}
+
+// holdsSecret reports whether an API volume has secret data, which must
+// live in a tmpfs.
+func holdsSecret(v corev1.Volume) bool {
+	if v.Secret != nil {
+		return true
+	}
+	if v.Projected != nil {
+		for _, s := range v.Projected.Sources {
+			if s.Secret != nil {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// volumeFile is one file of an API volume.
+type volumeFile struct {
+	data []byte
+	mode os.FileMode
+}
+
+// fileMode is a defaultMode or an item's mode; unset means the API's
+// default, 0644.
+func fileMode(m *int32) os.FileMode {
+	if m == nil {
+		return 0o644
+	}
+	return os.FileMode(*m) & 0o777
+}
+
+// volumeSources reads what an API volume is made of and returns the
+// version of those inputs: the resourceVersions of its configMaps and
+// secrets ("" for an optional one that is absent) and a fingerprint of the
+// pod fields it shows that can change (see downwardVersion). With files
+// non-nil it also adds the volume's files to it, path → file, as the
+// kubelet's configMap, secret, downwardAPI and projected plugins make
+// them; with files nil it only reads versions, which is cheap enough for
+// every sync.
+func (a *Agent) volumeSources(pod *corev1.Pod, v corev1.Volume, files map[string]volumeFile) (string, error) {
+	ns := pod.Namespace
 	switch {
 	case v.ConfigMap != nil:
-		items, mode = v.ConfigMap.Items, v.ConfigMap.DefaultMode
-		cm, ok := getConfigMap(a.cfg.Store, ns, v.ConfigMap.Name)
-		if !ok {
-			if v.ConfigMap.Optional == nil || !*v.ConfigMap.Optional {
-				return nil, "", nil, nil, configErrorf("configmap %q not found", v.ConfigMap.Name)
-			}
-			return nil, "", items, mode, nil
+		s := v.ConfigMap
+		return a.configMapFiles(files, ns, s.Name, s.Items, s.Optional, fileMode(s.DefaultMode))
+	case v.Secret != nil:
+		s := v.Secret
+		return a.secretFiles(files, ns, s.SecretName, s.Items, s.Optional, fileMode(s.DefaultMode))
+	case v.DownwardAPI != nil:
+		return downwardFiles(files, pod, v.DownwardAPI.Items, fileMode(v.DownwardAPI.DefaultMode))
+	case v.Projected == nil:
+		return "", fmt.Errorf("volume %q has no configMap, secret, downwardAPI or projected source", v.Name)
+	}
+	// A source Shoal cannot serve fails the volume before anything is read:
+	// that is the error that will not go away by itself.
+	for i, s := range v.Projected.Sources {
+		switch {
+		case s.ServiceAccountToken != nil:
+			return "", configErrorf("projected serviceAccountToken sources are not supported by Shoal: it has no service-account token issuer")
+		case s.ClusterTrustBundle != nil:
+			return "", configErrorf("projected clusterTrustBundle sources are not supported by Shoal: it has no ClusterTrustBundle API")
+		case s.ConfigMap == nil && s.Secret == nil && s.DownwardAPI == nil:
+			return "", configErrorf("projected source %d has no configMap, secret or downwardAPI (the sources Shoal supports)", i)
 		}
-		data = map[string][]byte{}
+	}
+	// Every source writes into the one directory with the volume's
+	// defaultMode (the sources have none of their own); a later source's
+	// file wins a path, as in the kubelet's payload.
+	mode := fileMode(v.Projected.DefaultMode)
+	versions := make([]string, len(v.Projected.Sources))
+	for i, s := range v.Projected.Sources {
+		var err error
+		switch {
+		case s.ConfigMap != nil:
+			versions[i], err = a.configMapFiles(files, ns, s.ConfigMap.Name, s.ConfigMap.Items, s.ConfigMap.Optional, mode)
+		case s.Secret != nil:
+			versions[i], err = a.secretFiles(files, ns, s.Secret.Name, s.Secret.Items, s.Secret.Optional, mode)
+		case s.DownwardAPI != nil:
+			versions[i], err = downwardFiles(files, pod, s.DownwardAPI.Items, mode)
+		}
+		if err != nil {
+			return "", err
+		}
+	}
+	return strings.Join(versions, ","), nil
+}
+
+// configMapFiles adds the files of a configMap source to files (when not
+// nil) and returns the ConfigMap's resourceVersion.
+func (a *Agent) configMapFiles(files map[string]volumeFile, ns, name string, items []corev1.KeyToPath, optional *bool, mode os.FileMode) (string, error) {
+	opt := optional != nil && *optional
+	cm, ok := getConfigMap(a.cfg.Store, ns, name)
+	if !ok {
+		if !opt {
+			return "", configErrorf("configmap %q not found", name)
+		}
+		return "", nil // absent and optional: no files
+	}
+	if files != nil {
+		data := make(map[string][]byte, len(cm.Data)+len(cm.BinaryData))
 		for k, s := range cm.Data {
 			data[k] = []byte(s)
 		}
 		for k, b := range cm.BinaryData {
 			data[k] = b
 		}
-		return data, cm.ResourceVersion, items, mode, nil
-	case v.Secret != nil:
-		items, mode = v.Secret.Items, v.Secret.DefaultMode
-		s, ok := getSecret(a.cfg.Store, ns, v.Secret.SecretName)
-		if !ok {
-			if v.Secret.Optional == nil || !*v.Secret.Optional {
-				return nil, "", nil, nil, configErrorf("secret %q not found", v.Secret.SecretName)
-			}
-			return nil, "", items, mode, nil
+		if err := keyFiles(files, data, items, mode, opt, "ConfigMap "+ns+"/"+name); err != nil {
+			return "", err
 		}
-		data = map[string][]byte{}
-		for k, val := range secretStrings(s) {
-			data[k] = []byte(val)
-		}
-		return data, s.ResourceVersion, items, mode, nil
 	}
-	return nil, "", nil, nil, fmt.Errorf("volume %q has no configMap or secret", v.Name)
+	return cm.ResourceVersion, nil
 }
 
-// writeSourceVolume writes a configMap or secret volume into dir, removing
-// files of keys that are gone, and returns the source's resourceVersion.
-func (a *Agent) writeSourceVolume(dir, ns string, v corev1.Volume) (string, error) {
-	data, rv, items, mode, err := a.sourceVolume(ns, v)
-	if err != nil {
-		return "", err
+// secretFiles adds the files of a secret source to files (when not nil)
+// and returns the Secret's resourceVersion.
+func (a *Agent) secretFiles(files map[string]volumeFile, ns, name string, items []corev1.KeyToPath, optional *bool, mode os.FileMode) (string, error) {
+	opt := optional != nil && *optional
+	s, ok := getSecret(a.cfg.Store, ns, name)
+	if !ok {
+		if !opt {
+			return "", configErrorf("secret %q not found", name)
+		}
+		return "", nil
 	}
-	if err := writeProjected(dir, data, items, mode); err != nil {
+	if files != nil {
+		strs := secretStrings(s)
+		data := make(map[string][]byte, len(strs))
+		for k, v := range strs {
+			data[k] = []byte(v)
+		}
+		if err := keyFiles(files, data, items, mode, opt, "Secret "+ns+"/"+name); err != nil {
+			return "", err
+		}
+	}
+	return s.ResourceVersion, nil
+}
+
+// keyFiles adds the files of configMap or secret data: one per key, or the
+// items' keys at their paths with their modes. A key the data lacks is an
+// error unless the source is optional, as on a kubelet.
+func keyFiles(files map[string]volumeFile, data map[string][]byte, items []corev1.KeyToPath, mode os.FileMode, optional bool, source string) error {
+	if len(items) == 0 {
+		for k, d := range data {
+			files[k] = volumeFile{d, mode}
+		}
+		return nil
+	}
+	for _, it := range items {
+		d, ok := data[it.Key]
+		if !ok {
+			if optional {
+				continue
+			}
+			return configErrorf("couldn't find key %s in %s", it.Key, source)
+		}
+		m := mode
+		if it.Mode != nil {
+			m = fileMode(it.Mode)
+		}
+		files[it.Path] = volumeFile{d, m}
+	}
+	return nil
+}
+
+// downwardFiles adds the files of a downwardAPI source to files (when not
+// nil) and returns its version (downwardVersion).
+func downwardFiles(files map[string]volumeFile, pod *corev1.Pod, items []corev1.DownwardAPIVolumeFile, mode os.FileMode) (string, error) {
+	if files != nil {
+		for _, it := range items {
+			var val string
+			var err error
+			switch {
+			case it.FieldRef != nil:
+				val, err = downwardField(pod, it.FieldRef.FieldPath)
+			case it.ResourceFieldRef != nil:
+				val, err = downwardResource(pod, it.ResourceFieldRef)
+			default:
+				err = errors.New("needs a fieldRef or a resourceFieldRef")
+			}
+			if err != nil {
+				return "", configErrorf("downwardAPI item %q: %v", it.Path, err)
+			}
+			m := mode
+			if it.Mode != nil {
+				m = fileMode(it.Mode)
+			}
+			files[it.Path] = volumeFile{[]byte(val), m}
+		}
+	}
+	return downwardVersion(pod, items), nil
+}
+
+// downwardField is a downwardAPI volume item's fieldRef, as the kubelet's
+// fieldpath.ExtractFieldPathAsString has it: the pod's metadata only (the
+// spec and status fields are for environment variables). Labels and
+// annotations are sorted key="value" lines with Go-quoted values, without
+// a final newline.
+func downwardField(pod *corev1.Pod, fieldPath string) (string, error) {
+	if field, key, ok := splitSubscript(fieldPath); ok {
+		switch field {
+		case "metadata.labels":
+			if errs := validation.IsQualifiedName(key); len(errs) > 0 {
+				return "", fmt.Errorf("invalid key subscript in %s: %s", fieldPath, strings.Join(errs, "; "))
+			}
+			return pod.Labels[key], nil
+		case "metadata.annotations":
+			if errs := validation.IsQualifiedName(strings.ToLower(key)); len(errs) > 0 {
+				return "", fmt.Errorf("invalid key subscript in %s: %s", fieldPath, strings.Join(errs, "; "))
+			}
+			return pod.Annotations[key], nil
+		}
+		return "", fmt.Errorf("fieldPath %q does not support a subscript", fieldPath)
+	}
+	switch fieldPath {
+	case "metadata.name":
+		return pod.Name, nil
+	case "metadata.namespace":
+		return pod.Namespace, nil
+	case "metadata.uid":
+		return string(pod.UID), nil
+	case "metadata.labels":
+		return formatMap(pod.Labels), nil
+	case "metadata.annotations":
+		return formatMap(pod.Annotations), nil
+	}
+	return "", fmt.Errorf("fieldPath %q is not supported in a volume (supported: metadata.name, metadata.namespace, metadata.uid, metadata.labels, metadata.annotations, metadata.labels['KEY'], metadata.annotations['KEY'])", fieldPath)
+}
+
+// splitSubscript splits "metadata.labels['key']" into the field and the
+// key, as the kubelet's fieldpath.SplitMaybeSubscriptedPath does.
+func splitSubscript(fieldPath string) (field, key string, ok bool) {
+	s, ok := strings.CutSuffix(fieldPath, "']")
+	if !ok {
+		return fieldPath, "", false
+	}
+	field, key, ok = strings.Cut(s, "['")
+	if !ok || field == "" {
+		return fieldPath, "", false
+	}
+	return field, key, true
+}
+
+// downwardResource is a downwardAPI volume item's resourceFieldRef: the
+// container is named (there is no "this container" for a volume), and the
+// value is computed as for environment variables.
+func downwardResource(pod *corev1.Pod, ref *corev1.ResourceFieldSelector) (string, error) {
+	if ref.ContainerName == "" {
+		return "", errors.New("a resourceFieldRef in a volume needs a containerName")
+	}
+	for _, cs := range [][]corev1.Container{pod.Spec.Containers, pod.Spec.InitContainers} {
+		for i := range cs {
+			if cs[i].Name == ref.ContainerName {
+				return resourceValue(&cs[i], ref)
+			}
+		}
+	}
+	return "", fmt.Errorf("resourceFieldRef: container %q not found in the pod", ref.ContainerName)
+}
+
+// downwardVersion fingerprints what a downwardAPI source shows of the pod
+// that can change while it runs: its labels and annotations. Name,
+// namespace and UID are fixed, and so are resources (pod updates may not
+// change them).
+func downwardVersion(pod *corev1.Pod, items []corev1.DownwardAPIVolumeFile) string {
+	var labels, annotations bool
+	for _, it := range items {
+		if it.FieldRef != nil {
+			labels = labels || strings.HasPrefix(it.FieldRef.FieldPath, "metadata.labels")
+			annotations = annotations || strings.HasPrefix(it.FieldRef.FieldPath, "metadata.annotations")
+		}
+	}
+	var v string
+	if labels {
+		v = "l" + strconv.FormatUint(mapFingerprint(pod.Labels), 36)
+	}
+	if annotations {
+		v += "a" + strconv.FormatUint(mapFingerprint(pod.Annotations), 36)
+	}
+	return v
+}
+
+// fingerprintSeed seeds mapFingerprint; fingerprints are only compared
+// within one process.
+var fingerprintSeed = maphash.MakeSeed()
+
+// mapFingerprint hashes a map whatever its iteration order, so that a sync
+// notices a change without sorting or formatting the map.
+func mapFingerprint(m map[string]string) uint64 {
+	var h maphash.Hash
+	h.SetSeed(fingerprintSeed)
+	sum := uint64(len(m))
+	for k, v := range m {
+		h.Reset()
+		h.WriteString(k)
+		h.WriteByte(0) // keys hold no NUL: "a"+"bc" and "ab"+"c" differ
+		h.WriteString(v)
+		sum += h.Sum64()
+	}
+	return sum
+}
+
+// writeSourceVolume writes an API volume into dir and returns the version
+// of what it wrote (see volumeSources).
+func (a *Agent) writeSourceVolume(dir string, pod *corev1.Pod, v corev1.Volume) (string, error) {
+	files := map[string]volumeFile{}
+	version, err := a.volumeSources(pod, v, files)
+	if err == nil {
+		err = writeProjected(dir, files)
+	}
+	if err != nil {
 		return "", fmt.Errorf("volume %q: %w", v.Name, err)
 	}
-	if len(items) == 0 {
-		ents, _ := os.ReadDir(dir)
-		for _, e := range ents {
-			if _, ok := data[e.Name()]; !ok && !e.IsDir() {
-				_ = os.Remove(filepath.Join(dir, e.Name()))
-			}
-		}
-	}
-	return rv, nil
+	return version, nil
 }
 
-// refreshSourceVolumes rewrites the configMap and secret volumes whose
-// source changed since they were last written (seen: volume →
-// resourceVersion), as the kubelet does, so running containers see new
-// data (except through subPath mounts). Errors are left for the next sync.
+// refreshSourceVolumes rewrites the API volumes (configMap, secret,
+// downwardAPI, projected) whose inputs changed since they were last written
+// (seen: volume → version written): a source's resourceVersion, or the
+// pod's labels or annotations that a downwardAPI source shows. So running
+// containers see new data (except through subPath mounts), as on a kubelet.
+// An unchanged volume costs a look-up per source and no I/O. Errors are
+// left for the next sync.
 func (a *Agent) refreshSourceVolumes(dir string, pod *corev1.Pod, seen map[string]string) {
 	for _, v := range pod.Spec.Volumes {
-		if v.ConfigMap == nil && v.Secret == nil {
+		if !apiVolume(v) {
 			continue
 		}
-		_, rv, _, _, err := a.sourceVolume(pod.Namespace, v)
-		if err != nil || rv == seen[v.Name] {
+		version, err := a.volumeSources(pod, v, nil)
+		if err != nil || version == seen[v.Name] {
 			continue
 		}
-		if rv, err := a.writeSourceVolume(filepath.Join(dir, "volumes", v.Name), pod.Namespace, v); err == nil {
-			seen[v.Name] = rv
+		if version, err := a.writeSourceVolume(filepath.Join(dir, "volumes", v.Name), pod, v); err == nil {
+			seen[v.Name] = version
 		}
 	}
 }
@@ -405,63 +670,123 @@ func checkHostPath(hp *corev1.HostPathVolumeSource) error {
 	return nil
 }
 
-// writeProjected writes configMap or secret data as files into dir.
-func writeProjected(dir string, data map[string][]byte, items []corev1.KeyToPath, defMode *int32) error {
+// writeProjected writes an API volume's files (path in the volume → file)
+// into dir: the one writer of configMap, secret, downwardAPI and projected
+// volumes. Files of an earlier write that are not in files go first (and
+// the directories that leaves empty); then each file whose content or mode
+// differs is replaced through a rename, so that a reader sees its old or
+// its new content, never a part. Unchanged files are left alone, which
+// spares readers that watch them.
+func writeProjected(dir string, files map[string]volumeFile) error {
+	paths := make([]string, 0, len(files))
+	for p := range files {
+		if err := checkItemPath(p); err != nil {
+			return err
+		}
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
 	if err := mkdirIfMissing(dir); err != nil {
 		return err
 	}
-	mode := os.FileMode(0o644)
-	if defMode != nil {
-		mode = os.FileMode(*defMode) & 0o777
+	if err := removeStale(dir, files); err != nil {
+		return err
 	}
-	type file struct {
-		path string
-		data []byte
-		mode os.FileMode
-	}
-	var files []file
-	if len(items) == 0 {
-		keys := make([]string, 0, len(data))
-		for k := range data {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		for _, k := range keys {
-			files = append(files, file{k, data[k], mode})
-		}
-	} else {
-		for _, it := range items {
-			d, ok := data[it.Key]
-			if !ok {
-				if data == nil {
-					continue // optional source that is absent
-				}
-				return configErrorf("couldn't find key %s", it.Key)
-			}
-			m := mode
-			if it.Mode != nil {
-				m = os.FileMode(*it.Mode) & 0o777
-			}
-			files = append(files, file{it.Path, d, m})
+	for _, p := range paths {
+		if err := replaceFile(filepath.Join(dir, p), files[p]); err != nil {
+			return err
 		}
 	}
-	for _, f := range files {
-		if strings.HasPrefix(f.path, "/") || strings.Contains("/"+f.path+"/", "/../") {
-			return configErrorf("bad item path %q", f.path)
+	return nil
+}
+
+// checkItemPath refuses a file path that is empty, absolute, leaves the
+// volume or starts with "..", as the kubelet's atomic writer does (names
+// starting with ".." are the writer's own: its temporary files).
+func checkItemPath(p string) error {
+	if p == "" || strings.HasPrefix(p, "/") || strings.HasPrefix(p, "..") ||
+		strings.Contains("/"+p+"/", "/../") || filepath.Clean(p) == "." {
+		return configErrorf("bad item path %q", p)
+	}
+	return nil
+}
+
+// removeStale removes what dir holds besides files (a key gone from a
+// ConfigMap, a temporary file of an interrupted write) and then the
+// directories that leaves empty, unless a file goes there. Other empty
+// directories stay: a subPath mount may have made them.
+func removeStale(dir string, files map[string]volumeFile) error {
+	keep := make(map[string]bool, len(files))    // the files, by clean path
+	keepDir := make(map[string]bool, len(files)) // the directories they are in
+	for p := range files {
+		p = filepath.Clean(p)
+		keep[p] = true
+		for d := filepath.Dir(p); d != "."; d = filepath.Dir(d) {
+			keepDir[d] = true
 		}
-		p := filepath.Join(dir, f.path)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+	}
+	emptied := map[string]bool{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
 			return err
 		}
-		if err := os.WriteFile(p+".tmp", f.data, f.mode); err != nil {
+		rel, err := filepath.Rel(dir, p)
+		if err != nil || keep[rel] {
 			return err
 		}
-		if err := os.Chmod(p+".tmp", f.mode); err != nil {
+		if err := os.Remove(p); err != nil {
 			return err
 		}
-		if err := os.Rename(p+".tmp", p); err != nil {
-			return err
+		for d := filepath.Dir(rel); d != "." && !keepDir[d]; d = filepath.Dir(d) {
+			emptied[d] = true
 		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	dirs := make([]string, 0, len(emptied))
+	for d := range emptied {
+		dirs = append(dirs, d)
+	}
+	// Deepest first, so that a parent is empty when its turn comes. One
+	// that still holds something stays: os.Remove fails on it.
+	sort.Slice(dirs, func(i, j int) bool { return len(dirs[i]) > len(dirs[j]) })
+	for _, d := range dirs {
+		_ = os.Remove(filepath.Join(dir, d))
+	}
+	return nil
+}
+
+// replaceFile gives the file at p f's content and mode, unless it has them
+// already, by renaming a new file over it.
+func replaceFile(p string, f volumeFile) error {
+	if fi, err := os.Lstat(p); err == nil && fi.Mode().IsRegular() && fi.Mode().Perm() == f.mode && fi.Size() == int64(len(f.data)) {
+		if old, err := os.ReadFile(p); err == nil && bytes.Equal(old, f.data) {
+			return nil
+		}
+	}
+	d := filepath.Dir(p)
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(d, "..tmp-")
+	if err != nil {
+		return err
+	}
+	_, err = tmp.Write(f.data)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp.Name(), f.mode) // exactly the mode, whatever the umask
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), p)
+	}
+	if err != nil {
+		_ = os.Remove(tmp.Name())
+		return err
 	}
 	return nil
 }

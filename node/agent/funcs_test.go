@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -302,74 +304,117 @@ func TestCheckHostPath(t *testing.T) {
 func TestWriteProjected(t *testing.T) {
 	data := map[string][]byte{"a": []byte("A"), "b": []byte("B"), "c": []byte("C")}
 	mode := func(m int32) *int32 { return &m }
-	check := func(t *testing.T, dir string, want map[string]os.FileMode) {
-		t.Helper()
-		n := 0
-		err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
-			if err != nil || d.IsDir() {
-				return err
-			}
-			rel, _ := filepath.Rel(dir, p)
-			fi, err := d.Info()
-			if err != nil {
-				return err
-			}
-			n++
-			m, ok := want[rel]
-			if !ok {
-				t.Errorf("unexpected file %s", rel)
-			} else if fi.Mode().Perm() != m {
-				t.Errorf("%s has mode %v, want %v", rel, fi.Mode().Perm(), m)
-			}
-			return nil
-		})
-		if err != nil {
-			t.Fatal(err)
+	// write is a configMap or secret volume: its data and items through
+	// keyFiles, then the writer.
+	write := func(dir string, data map[string][]byte, items []corev1.KeyToPath, defMode *int32, optional bool) error {
+		files := map[string]volumeFile{}
+		if err := keyFiles(files, data, items, fileMode(defMode), optional, "ConfigMap ns/conf"); err != nil {
+			return err
 		}
-		if n != len(want) {
-			t.Errorf("%d files, want %v", n, want)
-		}
+		return writeProjected(dir, files)
 	}
 
 	t.Run("every key, default mode", func(t *testing.T) {
 		dir := filepath.Join(t.TempDir(), "vol")
-		if err := writeProjected(dir, data, nil, mode(0o600)); err != nil {
+		if err := write(dir, data, nil, mode(0o600), false); err != nil {
 			t.Fatal(err)
 		}
-		check(t, dir, map[string]os.FileMode{"a": 0o600, "b": 0o600, "c": 0o600})
-		if b, _ := os.ReadFile(filepath.Join(dir, "b")); string(b) != "B" {
-			t.Errorf("b = %q", b)
-		}
+		checkFiles(t, dir, map[string]wantFile{"a": {"A", 0o600}, "b": {"B", 0o600}, "c": {"C", 0o600}})
 	})
 	t.Run("items with paths and modes", func(t *testing.T) {
 		dir := filepath.Join(t.TempDir(), "vol")
 		items := []corev1.KeyToPath{{Key: "a", Path: "conf/a.txt", Mode: mode(0o400)}, {Key: "b", Path: "b.txt"}}
-		if err := writeProjected(dir, data, items, nil); err != nil {
+		if err := write(dir, data, items, nil, false); err != nil {
 			t.Fatal(err)
 		}
-		check(t, dir, map[string]os.FileMode{"conf/a.txt": 0o400, "b.txt": 0o644})
-		if b, _ := os.ReadFile(filepath.Join(dir, "conf", "a.txt")); string(b) != "A" {
-			t.Errorf("conf/a.txt = %q", b)
-		}
+		checkFiles(t, dir, map[string]wantFile{"conf/a.txt": {"A", 0o400}, "b.txt": {"B", 0o644}})
 	})
 	t.Run("missing key", func(t *testing.T) {
-		err := writeProjected(filepath.Join(t.TempDir(), "vol"), data, []corev1.KeyToPath{{Key: "z", Path: "z"}}, nil)
-		if err == nil || !strings.Contains(err.Error(), "couldn't find key z") {
+		err := write(filepath.Join(t.TempDir(), "vol"), data, []corev1.KeyToPath{{Key: "z", Path: "z"}}, nil, false)
+		if err == nil || err.Error() != "couldn't find key z in ConfigMap ns/conf" {
 			t.Errorf("err = %v", err)
 		}
 	})
 	t.Run("optional source absent", func(t *testing.T) {
 		dir := filepath.Join(t.TempDir(), "vol")
-		if err := writeProjected(dir, nil, []corev1.KeyToPath{{Key: "z", Path: "z"}}, nil); err != nil {
+		if err := write(dir, nil, []corev1.KeyToPath{{Key: "z", Path: "z"}}, nil, true); err != nil {
 			t.Fatal(err)
 		}
-		check(t, dir, map[string]os.FileMode{})
+		checkFiles(t, dir, map[string]wantFile{})
 	})
-	for _, bad := range []string{"../escape", "/etc/passwd", "a/../../escape", "..", "a/.."} {
+	t.Run("optional source without the key", func(t *testing.T) {
+		// The kubelet skips a missing key of an optional source, present or not.
+		dir := filepath.Join(t.TempDir(), "vol")
+		items := []corev1.KeyToPath{{Key: "z", Path: "z"}, {Key: "a", Path: "a"}}
+		if err := write(dir, data, items, nil, true); err != nil {
+			t.Fatal(err)
+		}
+		checkFiles(t, dir, map[string]wantFile{"a": {"A", 0o644}})
+	})
+	t.Run("rewrite removes what is gone", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "vol")
+		keep := filepath.Join(dir, "subpath-dir") // an empty directory a subPath mount made
+		if err := os.MkdirAll(keep, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		first := map[string]volumeFile{"x": {[]byte("1"), 0o644}, "d/e/f": {[]byte("2"), 0o644}, "g/h": {[]byte("3"), 0o644}, "i": {[]byte("4"), 0o644}}
+		if err := writeProjected(dir, first); err != nil {
+			t.Fatal(err)
+		}
+		// A temporary file of an interrupted write goes too.
+		if err := os.WriteFile(filepath.Join(dir, "g", "..tmp-123"), nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		// "i" turns from a file into a directory, "d/e/f" goes with its
+		// directories, "g" keeps a file.
+		second := map[string]volumeFile{"x": {[]byte("1b"), 0o600}, "g/k": {[]byte("5"), 0o644}, "i/j": {[]byte("6"), 0o644}}
+		if err := writeProjected(dir, second); err != nil {
+			t.Fatal(err)
+		}
+		checkFiles(t, dir, map[string]wantFile{"x": {"1b", 0o600}, "g/k": {"5", 0o644}, "i/j": {"6", 0o644}})
+		if _, err := os.Stat(filepath.Join(dir, "d")); !os.IsNotExist(err) {
+			t.Errorf("directory d of a removed file stayed: %v", err)
+		}
+		if _, err := os.Stat(keep); err != nil {
+			t.Errorf("an empty directory that held no file of the volume was removed: %v", err)
+		}
+		// And back: "i" is a file again.
+		if err := writeProjected(dir, first); err != nil {
+			t.Fatal(err)
+		}
+		checkFiles(t, dir, map[string]wantFile{"x": {"1", 0o644}, "d/e/f": {"2", 0o644}, "g/h": {"3", 0o644}, "i": {"4", 0o644}})
+	})
+	t.Run("unchanged files are not replaced", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "vol")
+		files := map[string]volumeFile{"same": {[]byte("s"), 0o644}, "changes": {[]byte("c1"), 0o644}}
+		if err := writeProjected(dir, files); err != nil {
+			t.Fatal(err)
+		}
+		ino := func(name string) uint64 {
+			var st unix.Stat_t
+			if err := unix.Stat(filepath.Join(dir, name), &st); err != nil {
+				t.Fatal(err)
+			}
+			return st.Ino
+		}
+		same, changes := ino("same"), ino("changes")
+		files["changes"] = volumeFile{[]byte("c2"), 0o644}
+		if err := writeProjected(dir, files); err != nil {
+			t.Fatal(err)
+		}
+		if ino("same") != same {
+			t.Errorf("an unchanged file was replaced")
+		}
+		if ino("changes") == changes {
+			t.Errorf("a changed file was written in place, not renamed over")
+		}
+		checkFiles(t, dir, map[string]wantFile{"same": {"s", 0o644}, "changes": {"c2", 0o644}})
+	})
+	for _, bad := range []string{"../escape", "/etc/passwd", "a/../../escape", "..", "a/..", "..data", "", "."} {
 		t.Run("rejects "+bad, func(t *testing.T) {
 			root := t.TempDir()
 			dir := filepath.Join(root, "vol")
-			err := writeProjected(dir, data, []corev1.KeyToPath{{Key: "a", Path: bad}}, nil)
+			err := write(dir, data, []corev1.KeyToPath{{Key: "a", Path: bad}}, nil, false)
 			if err == nil || !strings.Contains(err.Error(), "bad item path") {
 				t.Errorf("err = %v, want the path rejected", err)
 			}
@@ -377,6 +422,40 @@ func TestWriteProjected(t *testing.T) {
 				t.Errorf("a file was written outside the volume: %v", err)
 			}
 		})
+	}
+}
+
+// wantFile is a file checkFiles expects: its content and mode.
+type wantFile struct {
+	data string
+	mode os.FileMode
+}
+
+// checkFiles checks that the regular files under dir are exactly want.
+func checkFiles(t *testing.T, dir string, want map[string]wantFile) {
+	t.Helper()
+	got := map[string]wantFile{}
+	err := filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		got[rel] = wantFile{string(b), fi.Mode()}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got, cmp.AllowUnexported(wantFile{})); diff != "" {
+		t.Errorf("files under %s (-want +got):\n%s", dir, diff)
 	}
 }
 

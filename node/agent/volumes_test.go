@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/shoal-dev/shoal/node/state"
@@ -45,4 +46,144 @@ func TestConfigMapVolumeFollowsUpdates(t *testing.T) {
 		_, errB := os.Stat(filepath.Join(dir, "b"))
 		return read("a") == "10" && read("c") == "3" && os.IsNotExist(errB)
 	})
+}
+
+// TestDownwardAPIAndProjectedVolumesFollowThePod: a running pod's
+// downwardAPI and projected volumes are written before its containers
+// start, mount read-only, and follow label changes and their ConfigMap.
+func TestDownwardAPIAndProjectedVolumesFollowThePod(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.start(h.config())
+	h.create(&corev1.ConfigMap{ObjectMeta: meta("conf"), Data: map[string]string{"a": "1"}})
+	p := newPod("labelled", ctr("main"))
+	p.Labels = map[string]string{"app": "web"}
+	p.Spec.Volumes = []corev1.Volume{
+		{Name: "info", VolumeSource: corev1.VolumeSource{DownwardAPI: &corev1.DownwardAPIVolumeSource{
+			Items: []corev1.DownwardAPIVolumeFile{fieldItem("labels", "metadata.labels", nil), fieldItem("name", "metadata.name", nil)}}}},
+		{Name: "all", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{
+			{ConfigMap: &corev1.ConfigMapProjection{LocalObjectReference: corev1.LocalObjectReference{Name: "conf"}}},
+			{DownwardAPI: &corev1.DownwardAPIProjection{Items: []corev1.DownwardAPIVolumeFile{fieldItem("app", "metadata.labels['app']", nil)}}},
+		}}}},
+	}
+	p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "info", MountPath: "/info"}, {Name: "all", MountPath: "/all"}}
+	h.create(p)
+	h.waitPod("labelled", "running", running("main", 0))
+	vols := filepath.Join(h.dir, "pods", string(p.UID), "volumes")
+	read := func(vol, name string) string {
+		b, err := os.ReadFile(filepath.Join(vols, vol, name))
+		if err != nil {
+			return "<" + err.Error() + ">"
+		}
+		return string(b)
+	}
+	if got := read("info", "labels"); got != `app="web"` {
+		t.Errorf("info/labels = %q", got)
+	}
+	if read("info", "name") != "labelled" || read("all", "a") != "1" || read("all", "app") != "web" {
+		t.Errorf("volumes: info/name=%q all/a=%q all/app=%q", read("info", "name"), read("all", "a"), read("all", "app"))
+	}
+	spec, ok := h.rt.Spec(containerID(p.UID, "main", 0))
+	if !ok {
+		t.Fatal("no container spec")
+	}
+	ro := map[string]bool{}
+	for _, m := range spec.Mounts {
+		ro[m.Destination] = m.ReadOnly
+	}
+	if !ro["/info"] || !ro["/all"] {
+		t.Errorf("mounts read-only: /info %v, /all %v; want both", ro["/info"], ro["/all"])
+	}
+
+	h.updatePod("labelled", func(p *corev1.Pod) { p.Labels = map[string]string{"app": "shop", "tier": "front"} })
+	h.waitFor("the volumes to follow the labels", func() bool {
+		return read("info", "labels") == `app="shop"`+"\n"+`tier="front"` && read("all", "app") == "shop"
+	})
+	o, _ := h.store.Get("configmaps", testNamespace, "conf")
+	cm := o.(*corev1.ConfigMap).DeepCopy()
+	cm.Data = map[string]string{"a": "2"}
+	if _, err := h.prop.Propose(context.Background(), state.Update(cm, 0)); err != nil {
+		t.Fatal(err)
+	}
+	h.waitFor("the projected volume to follow the ConfigMap", func() bool { return read("all", "a") == "2" })
+}
+
+// TestServiceAccountTokenProjection: Shoal issues no service-account
+// tokens, so a projected volume that asks for one keeps the pod's
+// containers from starting, with a message that names the source.
+func TestServiceAccountTokenProjection(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	h.start(h.config())
+	p := newPod("token", ctr("main"))
+	p.Spec.Volumes = []corev1.Volume{{Name: "kube-api-access", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+		Sources: []corev1.VolumeProjection{
+			{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token", ExpirationSeconds: new(int64(3607))}},
+			{DownwardAPI: &corev1.DownwardAPIProjection{Items: []corev1.DownwardAPIVolumeFile{fieldItem("namespace", "metadata.namespace", nil)}}},
+		}}}}}
+	p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "kube-api-access", MountPath: "/var/run/secrets/kubernetes.io/serviceaccount"}}
+	h.create(p)
+	got := h.waitPod("token", "config error", waiting("main", "CreateContainerConfigError"))
+	want := `volume "kube-api-access": projected serviceAccountToken sources are not supported by Shoal: it has no service-account token issuer`
+	if msg := status(got, "main").State.Waiting.Message; msg != want {
+		t.Errorf("message %q, want %q", msg, want)
+	}
+	if got.Status.Phase != corev1.PodPending {
+		t.Errorf("phase %s, want Pending", got.Status.Phase)
+	}
+	if cs := h.podContainers(p.UID); len(cs) != 0 {
+		t.Errorf("containers created: %v", cs)
+	}
+}
+
+// TestProjectedSecretInMemory: a projected volume with a secret source
+// lives in a tmpfs like a secret volume; one without stays on disk.
+// Mounting needs root.
+func TestProjectedSecretInMemory(t *testing.T) {
+	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("a projected volume with a secret mounts a tmpfs, which needs root")
+	}
+	h := newHarness(t)
+	t.Cleanup(func() {
+		ms, _ := mountsUnder(h.dir)
+		for _, m := range ms {
+			_ = unix.Unmount(m, unix.MNT_DETACH)
+		}
+	})
+	h.create(&corev1.Secret{ObjectMeta: meta("creds"), Data: map[string][]byte{"password": []byte("hunter2")}})
+	h.create(&corev1.ConfigMap{ObjectMeta: meta("conf"), Data: map[string]string{"a": "1"}})
+	h.start(h.config())
+	c := ctr("app")
+	c.VolumeMounts = []corev1.VolumeMount{{Name: "with-secret", MountPath: "/s"}, {Name: "without", MountPath: "/c"}}
+	pod := newPod("projected-memory", c)
+	pod.Spec.Volumes = []corev1.Volume{
+		{Name: "with-secret", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{
+			{ConfigMap: &corev1.ConfigMapProjection{LocalObjectReference: corev1.LocalObjectReference{Name: "conf"}}},
+			{Secret: &corev1.SecretProjection{LocalObjectReference: corev1.LocalObjectReference{Name: "creds"}}},
+		}}}},
+		{Name: "without", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{
+			{ConfigMap: &corev1.ConfigMapProjection{LocalObjectReference: corev1.LocalObjectReference{Name: "conf"}}},
+		}}}},
+	}
+	h.create(pod)
+	h.waitPod("projected-memory", "running", running("app", 0))
+	vols := filepath.Join(h.dir, "pods", string(pod.UID), "volumes")
+	if mounted, err := isMountPoint(filepath.Join(vols, "with-secret")); err != nil || !mounted {
+		t.Errorf("projected volume with a secret: mounted %v, %v; want a tmpfs", mounted, err)
+	}
+	if mounted, err := isMountPoint(filepath.Join(vols, "without")); err != nil || mounted {
+		t.Errorf("projected volume without a secret: mounted %v, %v; want a plain directory", mounted, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(vols, "with-secret", "password")); err != nil || string(b) != "hunter2" {
+		t.Errorf("password: %q, %v", b, err)
+	}
+	h.deletePod("projected-memory")
+	h.waitFor("the pod's files to go", func() bool {
+		_, err := os.Stat(filepath.Join(h.dir, "pods", string(pod.UID)))
+		return os.IsNotExist(err)
+	})
+	if ms, err := mountsUnder(h.dir); err != nil || len(ms) != 0 {
+		t.Errorf("left mounted: %v, %v", ms, err)
+	}
 }
