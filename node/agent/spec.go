@@ -5,8 +5,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"net"
+	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -592,8 +595,12 @@ func buildMounts(sc *specContext, c *corev1.Container) ([]container.Mount, error
 
 var errSubPath = errors.New("subPath must be a relative path inside the volume")
 
-// subPath resolves a volumeMount's subPath inside the volume directory,
-// creating it as a directory when absent (Kubernetes does the same).
+// subPath resolves a volumeMount's subPath inside the volume directory:
+// an existing file or directory (a configMap key mounted as one file, say)
+// is used as it is, a missing one is created as a directory (Kubernetes
+// does the same). Symbolic links are followed only while they stay inside
+// the volume: a container must not be able to plant a link in an emptyDir
+// that makes a later mount expose a host path (CVE-2017-1002101).
 func subPath(volDir, sub string) (string, error) {
 	if strings.HasPrefix(sub, "/") {
 		return "", errSubPath
@@ -603,11 +610,38 @@ func subPath(volDir, sub string) (string, error) {
 			return "", errSubPath
 		}
 	}
-	p := volDir + "/" + sub
-	if err := mkdirIfMissing(p); err != nil {
+	root, err := filepath.EvalSymlinks(volDir)
+	if err != nil {
 		return "", err
 	}
-	return p, nil
+	inside := func(p string) (string, error) {
+		real, err := filepath.EvalSymlinks(p)
+		if err != nil {
+			return "", err
+		}
+		if real != root && !strings.HasPrefix(real, root+"/") {
+			return "", fmt.Errorf("subPath %q resolves to %s, outside the volume", sub, real)
+		}
+		return real, nil
+	}
+	p := filepath.Join(root, sub)
+	if _, err := os.Lstat(p); errors.Is(err, fs.ErrNotExist) {
+		// Check the deepest part that exists before creating the rest:
+		// a link there must not carry the new directories out.
+		base := filepath.Dir(p)
+		for _, err := os.Lstat(base); errors.Is(err, fs.ErrNotExist); _, err = os.Lstat(base) {
+			base = filepath.Dir(base)
+		}
+		if _, err := inside(base); err != nil {
+			return "", err
+		}
+		if err := mkdirIfMissing(p); err != nil {
+			return "", err
+		}
+	} else if err != nil {
+		return "", err
+	}
+	return inside(p)
 }
 
 func getConfigMap(s *state.Store, ns, name string) (*corev1.ConfigMap, bool) {

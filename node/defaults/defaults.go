@@ -53,6 +53,7 @@ func Apply(obj state.Object) {
 	switch o := obj.(type) {
 	case *corev1.Pod:
 		defaultPodSpec(&o.Spec)
+		requestsFromLimits(&o.Spec)
 		addDefaultTolerations(&o.Spec)
 	case *corev1.Service:
 		defaultService(o)
@@ -252,6 +253,13 @@ func defaultPodSpec(s *corev1.PodSpec) {
 		case v.Projected != nil && v.Projected.DefaultMode == nil:
 			v.Projected.DefaultMode = ptr(corev1.ProjectedVolumeSourceDefaultMode)
 		}
+		if v.Projected != nil {
+			for _, src := range v.Projected.Sources {
+				if t := src.ServiceAccountToken; t != nil && t.ExpirationSeconds == nil {
+					t.ExpirationSeconds = ptr(int64(3600)) // kubectl describe dereferences it
+				}
+			}
+		}
 	}
 }
 
@@ -298,6 +306,27 @@ func defaultContainer(c *corev1.Container) {
 	for i := range c.Env {
 		if f := c.Env[i].ValueFrom; f != nil && f.FieldRef != nil && f.FieldRef.APIVersion == "" {
 			f.FieldRef.APIVersion = "v1"
+		}
+	}
+}
+
+// requestsFromLimits gives a container's resources without a request the
+// limit as request, as Kubernetes defaults pods (not templates, whose pods
+// get it when they are created): the scheduler and the QoS class read the
+// requests.
+func requestsFromLimits(s *corev1.PodSpec) {
+	for _, cs := range [][]corev1.Container{s.InitContainers, s.Containers} {
+		for i := range cs {
+			r := &cs[i].Resources
+			for name, limit := range r.Limits {
+				if _, ok := r.Requests[name]; ok {
+					continue
+				}
+				if r.Requests == nil {
+					r.Requests = corev1.ResourceList{}
+				}
+				r.Requests[name] = limit.DeepCopy()
+			}
 		}
 	}
 }

@@ -6,6 +6,8 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/api/resource"
 )
 
 func tol(key string, secs *int64) corev1.Toleration {
@@ -73,5 +75,58 @@ func TestDefaultTolerationSecondsSetting(t *testing.T) {
 	}
 	if len(pod.Spec.Tolerations) != 2 {
 		t.Errorf("%d tolerations, want 2", len(pod.Spec.Tolerations))
+	}
+}
+
+// A pod's containers with limits but no requests get the limits as
+// requests (the scheduler and the QoS class read them); templates do not
+// (their pods get it when created), and set requests stay.
+func TestRequestsFromLimits(t *testing.T) {
+	res := func(l, r corev1.ResourceList) corev1.ResourceRequirements {
+		return corev1.ResourceRequirements{Limits: l, Requests: r}
+	}
+	list := func(kv ...string) corev1.ResourceList {
+		out := corev1.ResourceList{}
+		for i := 0; i < len(kv); i += 2 {
+			out[corev1.ResourceName(kv[i])] = resource.MustParse(kv[i+1])
+		}
+		return out
+	}
+	spec := func() corev1.PodSpec {
+		return corev1.PodSpec{
+			InitContainers: []corev1.Container{{Name: "init", Resources: res(list("memory", "64Mi"), nil)}},
+			Containers: []corev1.Container{
+				{Name: "a", Resources: res(list("cpu", "500m", "memory", "1Gi"), list("cpu", "100m"))},
+				{Name: "b"},
+			},
+		}
+	}
+	pod := &corev1.Pod{Spec: spec()}
+	Apply(pod)
+	for _, c := range []struct {
+		got  corev1.ResourceList
+		want corev1.ResourceList
+	}{
+		{pod.Spec.InitContainers[0].Resources.Requests, list("memory", "64Mi")},
+		{pod.Spec.Containers[0].Resources.Requests, list("cpu", "100m", "memory", "1Gi")},
+		{pod.Spec.Containers[1].Resources.Requests, nil},
+	} {
+		if !equality.Semantic.DeepEqual(c.got, c.want) {
+			t.Errorf("requests %v, want %v", c.got, c.want)
+		}
+	}
+	rs := &appsv1.ReplicaSet{Spec: appsv1.ReplicaSetSpec{Template: corev1.PodTemplateSpec{Spec: spec()}}}
+	Apply(rs)
+	if r := rs.Spec.Template.Spec.Containers[0].Resources.Requests; len(r) != 1 {
+		t.Errorf("a template's requests were defaulted: %v", r)
+	}
+}
+
+func TestServiceAccountTokenExpiration(t *testing.T) {
+	pod := &corev1.Pod{Spec: corev1.PodSpec{Volumes: []corev1.Volume{{Name: "token", VolumeSource: corev1.VolumeSource{
+		Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token"}}}}}}}}}
+	Apply(pod)
+	if e := pod.Spec.Volumes[0].Projected.Sources[0].ServiceAccountToken.ExpirationSeconds; e == nil || *e != 3600 {
+		t.Errorf("expirationSeconds %v, want 3600", e)
 	}
 }
