@@ -37,12 +37,12 @@ func (c *clock) Set(t time.Time) {
 	c.t = t
 }
 
-func logPath(t *testing.T) string {
+func logPath(t testing.TB) string {
 	t.Helper()
 	return filepath.Join(t.TempDir(), "c", "0.log")
 }
 
-func openWriter(t *testing.T, cfg Config) *Writer {
+func openWriter(t testing.TB, cfg Config) *Writer {
 	t.Helper()
 	w, err := Open(cfg)
 	if err != nil {
@@ -52,7 +52,7 @@ func openWriter(t *testing.T, cfg Config) *Writer {
 	return w
 }
 
-func write(t *testing.T, w *Writer, s Stream, data string) {
+func write(t testing.TB, w *Writer, s Stream, data string) {
 	t.Helper()
 	if _, err := w.WriteStream(s, []byte(data)); err != nil {
 		t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"slices"
 	"time"
 )
@@ -19,10 +20,18 @@ const DefaultSettle = 500 * time.Millisecond
 const TimestampFormat = "2006-01-02T15:04:05.000000000Z07:00"
 
 const (
-	pollMin   = 10 * time.Millisecond  // a follower's first wait after new data
-	pollMax   = 200 * time.Millisecond // and its longest, when the log is quiet
-	maxRecord = 1 << 20                // longer lines are not records: skipped
-	maxJoin   = 1 << 20                // a line joined from P chunks is written out past this
+	maxRecord = 1 << 20 // longer lines are not records: skipped
+	maxJoin   = 1 << 20 // a line joined from P chunks is written out past this
+)
+
+// A follower polls the log, doubling its wait from pollMin while the log is
+// quiet, up to pollMax; with an inotify watch on the log's directory (see
+// watchDir) events wake it at once and the poll is a safety net that backs
+// off to pollMaxWatched. Variables for the tests.
+var (
+	pollMin        = 10 * time.Millisecond
+	pollMax        = 200 * time.Millisecond
+	pollMaxWatched = 2 * time.Second
 )
 
 // ReadOptions select and shape what Read writes; the zero value writes the
@@ -291,6 +300,12 @@ func (r *reader) follow(ctx context.Context, cur *logFile, lr *lineReader, seq i
 	done := r.opts.Done
 	doneSeen := false
 	var quietSince time.Time
+	changed, stopWatch := watchDir(filepath.Dir(r.path))
+	defer stopWatch()
+	maxPoll := pollMax
+	if changed != nil {
+		maxPoll = pollMaxWatched
+	}
 	poll := pollMin
 	timer := time.NewTimer(poll)
 	defer timer.Stop()
@@ -343,9 +358,15 @@ func (r *reader) follow(ctx context.Context, cur *logFile, lr *lineReader, seq i
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-done:
-			doneSeen, done, quietSince = true, nil, time.Now()
+			doneSeen, done, quietSince, poll = true, nil, time.Now(), pollMin
+		case <-changed:
+			poll = pollMin
 		case <-timer.C:
-			poll = min(2*poll, pollMax)
+			limit := maxPoll
+			if doneSeen {
+				limit = pollMax // the end is found by polling (Active, Settle)
+			}
+			poll = min(2*poll, limit)
 		}
 	}
 	return r.finish()
