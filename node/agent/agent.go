@@ -478,3 +478,13 @@ func (a *Agent) event(pod *corev1.Pod, name string, isInit bool, eventType, reas
 	}
 	a.cfg.Events.EventfPath(pod, "Pod", path, eventType, reason, format, args...)
 }
+
+// allocatable is this node's allocatable resources from its Node object in
+// the replica (nil before the node registered).
+func (a *Agent) allocatable() corev1.ResourceList {
+	o, ok := a.cfg.Store.Get("nodes", "", a.cfg.NodeName)
+	if !ok {
+		return nil
+	}
+	return o.(*corev1.Node).Status.Allocatable
+}

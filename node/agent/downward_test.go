@@ -121,7 +121,7 @@ func TestDownwardResource(t *testing.T) {
 		if tc.divisor != "" {
 			ref.Divisor = resource.MustParse(tc.divisor)
 		}
-		got, err := downwardResource(pod, ref)
+		got, err := downwardResource(pod, ref, nil)
 		switch {
 		case tc.wantErr != "":
 			if err == nil || err.Error() != tc.wantErr {

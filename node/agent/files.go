@@ -279,7 +279,7 @@ func (a *Agent) volumeSources(pod *corev1.Pod, v corev1.Volume, files map[string
 		s := v.Secret
 		return a.secretFiles(files, ns, s.SecretName, s.Items, s.Optional, fileMode(s.DefaultMode))
 	case v.DownwardAPI != nil:
-		return downwardFiles(files, pod, v.DownwardAPI.Items, fileMode(v.DownwardAPI.DefaultMode))
+		return downwardFiles(files, pod, v.DownwardAPI.Items, fileMode(v.DownwardAPI.DefaultMode), a.allocatable())
 	case v.Projected == nil:
 		return "", fmt.Errorf("volume %q has no configMap, secret, downwardAPI or projected source", v.Name)
 	}
@@ -308,7 +308,7 @@ func (a *Agent) volumeSources(pod *corev1.Pod, v corev1.Volume, files map[string
 		case s.Secret != nil:
 			versions[i], err = a.secretFiles(files, ns, s.Secret.Name, s.Secret.Items, s.Secret.Optional, mode)
 		case s.DownwardAPI != nil:
-			versions[i], err = downwardFiles(files, pod, s.DownwardAPI.Items, mode)
+			versions[i], err = downwardFiles(files, pod, s.DownwardAPI.Items, mode, a.allocatable())
 		}
 		if err != nil {
 			return "", err
@@ -396,7 +396,7 @@ func keyFiles(files map[string]volumeFile, data map[string][]byte, items []corev
 
 // downwardFiles adds the files of a downwardAPI source to files (when not
 // nil) and returns its version (downwardVersion).
-func downwardFiles(files map[string]volumeFile, pod *corev1.Pod, items []corev1.DownwardAPIVolumeFile, mode os.FileMode) (string, error) {
+func downwardFiles(files map[string]volumeFile, pod *corev1.Pod, items []corev1.DownwardAPIVolumeFile, mode os.FileMode, allocatable corev1.ResourceList) (string, error) {
 	if files != nil {
 		for _, it := range items {
 			var val string
@@ -405,7 +405,7 @@ func downwardFiles(files map[string]volumeFile, pod *corev1.Pod, items []corev1.
 			case it.FieldRef != nil:
 				val, err = downwardField(pod, it.FieldRef.FieldPath)
 			case it.ResourceFieldRef != nil:
-				val, err = downwardResource(pod, it.ResourceFieldRef)
+				val, err = downwardResource(pod, it.ResourceFieldRef, allocatable)
 			default:
 				err = errors.New("needs a fieldRef or a resourceFieldRef")
 			}
@@ -475,14 +475,14 @@ func splitSubscript(fieldPath string) (field, key string, ok bool) {
 // downwardResource is a downwardAPI volume item's resourceFieldRef: the
 // container is named (there is no "this container" for a volume), and the
 // value is computed as for environment variables.
-func downwardResource(pod *corev1.Pod, ref *corev1.ResourceFieldSelector) (string, error) {
+func downwardResource(pod *corev1.Pod, ref *corev1.ResourceFieldSelector, allocatable corev1.ResourceList) (string, error) {
 	if ref.ContainerName == "" {
 		return "", errors.New("a resourceFieldRef in a volume needs a containerName")
 	}
 	for _, cs := range [][]corev1.Container{pod.Spec.Containers, pod.Spec.InitContainers} {
 		for i := range cs {
 			if cs[i].Name == ref.ContainerName {
-				return resourceValue(&cs[i], ref)
+				return resourceValue(&cs[i], ref, allocatable)
 			}
 		}
 	}

@@ -72,19 +72,27 @@ func TestResourceValue(t *testing.T) {
 		{"requests.memory", "1Mi", "64"},
 		{"requests.ephemeral-storage", "1M", "1000"},
 		{"requests.cpu", "", "0"},                                     // unset request
-		{"limits.ephemeral-storage", "", strconv.Itoa(math.MaxInt32)}, // unset limit: unlimited
+		{"limits.ephemeral-storage", "", strconv.Itoa(math.MaxInt32)}, // unset limit, node unknown: unlimited
 	}
 	for _, tc := range tests {
 		ref := &corev1.ResourceFieldSelector{Resource: tc.res}
 		if tc.divisor != "" {
 			ref.Divisor = resource.MustParse(tc.divisor)
 		}
-		got, err := resourceValue(c, ref)
+		got, err := resourceValue(c, ref, nil)
 		if err != nil || got != tc.want {
 			t.Errorf("resourceValue(%s, divisor %q) = %q, %v; want %q", tc.res, tc.divisor, got, err, tc.want)
 		}
 	}
-	_, err := resourceValue(c, &corev1.ResourceFieldSelector{Resource: "limits.gpu"})
+	// An unset limit is the node's allocatable.
+	alloc := corev1.ResourceList{corev1.ResourceEphemeralStorage: resource.MustParse("50Gi"), corev1.ResourceCPU: resource.MustParse("2")}
+	if got, err := resourceValue(c, &corev1.ResourceFieldSelector{Resource: "limits.ephemeral-storage", Divisor: resource.MustParse("1Gi")}, alloc); err != nil || got != "50" {
+		t.Errorf("unset limit with the node's allocatable = %q, %v; want 50 (Gi)", got, err)
+	}
+	if got, _ := resourceValue(c, &corev1.ResourceFieldSelector{Resource: "limits.cpu", Divisor: resource.MustParse("1m")}, alloc); got != "500" {
+		t.Errorf("a set limit = %q, want its own 500m", got)
+	}
+	_, err := resourceValue(c, &corev1.ResourceFieldSelector{Resource: "limits.gpu"}, nil)
 	var ce *configError
 	if !errors.As(err, &ce) || !strings.Contains(err.Error(), `unsupported resourceFieldRef "limits.gpu"`) {
 		t.Errorf("unsupported resource: %v", err)

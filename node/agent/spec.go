@@ -71,6 +71,8 @@ type specContext struct {
 	logPath   string
 	termPath  string // host file behind the container's terminationMessagePath
 	isInit    bool
+	// allocatable is the node's, for resourceFieldRefs to unset limits.
+	allocatable corev1.ResourceList
 }
 
 // buildSpec turns container c of the pod into a runtime ContainerSpec.
@@ -277,7 +279,7 @@ func envValueFrom(sc *specContext, c *corev1.Container, vf *corev1.EnvVarSource)
 		v, err := fieldValue(pod, sc, vf.FieldRef.FieldPath)
 		return v, false, err
 	case vf.ResourceFieldRef != nil:
-		v, err := resourceValue(c, vf.ResourceFieldRef)
+		v, err := resourceValue(c, vf.ResourceFieldRef, sc.allocatable)
 		return v, false, err
 	case vf.ConfigMapKeyRef != nil:
 		ref := vf.ConfigMapKeyRef
@@ -374,32 +376,34 @@ func formatMap(m map[string]string) string {
 
 // resourceValue is a resourceFieldRef: limits and requests of the
 // container, in units of the divisor, rounded up as Kubernetes does.
-func resourceValue(c *corev1.Container, ref *corev1.ResourceFieldSelector) (string, error) {
+func resourceValue(c *corev1.Container, ref *corev1.ResourceFieldSelector, allocatable corev1.ResourceList) (string, error) {
 	var q resource.Quantity
 	var ok bool
+	var name corev1.ResourceName
 	switch ref.Resource {
-	case "limits.cpu":
-		q, ok = c.Resources.Limits[corev1.ResourceCPU]
-	case "limits.memory":
-		q, ok = c.Resources.Limits[corev1.ResourceMemory]
-	case "limits.ephemeral-storage":
-		q, ok = c.Resources.Limits[corev1.ResourceEphemeralStorage]
-	case "requests.cpu":
-		q, ok = c.Resources.Requests[corev1.ResourceCPU]
-	case "requests.memory":
-		q, ok = c.Resources.Requests[corev1.ResourceMemory]
-	case "requests.ephemeral-storage":
-		q, ok = c.Resources.Requests[corev1.ResourceEphemeralStorage]
+	case "limits.cpu", "requests.cpu":
+		name = corev1.ResourceCPU
+	case "limits.memory", "requests.memory":
+		name = corev1.ResourceMemory
+	case "limits.ephemeral-storage", "requests.ephemeral-storage":
+		name = corev1.ResourceEphemeralStorage
 	default:
 		return "", configErrorf("unsupported resourceFieldRef %q", ref.Resource)
 	}
+	limit := strings.HasPrefix(ref.Resource, "limits.")
+	if limit {
+		q, ok = c.Resources.Limits[name]
+	} else {
+		q, ok = c.Resources.Requests[name]
+	}
 	if !ok {
-		// Kubernetes reports the node's allocatable for an unset limit; a
-		// large number says "unlimited" just as well here.
-		if strings.HasPrefix(ref.Resource, "requests.") {
+		if !limit {
 			return "0", nil
 		}
-		return strconv.FormatInt(math.MaxInt32, 10), nil
+		// An unset limit is the node's allocatable, as on a kubelet.
+		if q, ok = allocatable[name]; !ok {
+			return strconv.FormatInt(math.MaxInt32, 10), nil // not known (yet): "unlimited"
+		}
 	}
 	div := ref.Divisor
 	if div.IsZero() {

@@ -505,7 +505,7 @@ func (pw *podWorker) startContainer(ctx context.Context, pod *corev1.Pod, c *cor
 		store: a.cfg.Store, pod: pod, hostIP: a.cfg.HostIP,
 		netnsPath: pw.net.NetNSPath, image: img.Config,
 		mounts: pw.mounts, readOnly: pw.roVolumes, podFiles: pw.files,
-		attempt: attempt, isInit: isInit,
+		attempt: attempt, isInit: isInit, allocatable: a.allocatable(),
 		logPath: filepath.Join(dir, "logs", c.Name, strconv.Itoa(attempt)+".log"),
 	}
 	if pw.net.IP != nil {
