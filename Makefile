@@ -51,6 +51,7 @@ bench: deps build
 	$(GO) test -run='^$$' -bench=. -benchtime=3x ./node/scheduler/
 	$(GO) test -run='^$$' -bench=. -benchtime=1s ./dns/
 	$(GO) test -run='^$$' -bench=. -benchtime=3x ./netproxy/ ./node/controller/endpoints/
+	$(GO) test -run='^$$' -bench=. -benchtime=8x ./node/container/logfile/
 	$(GO) run ./e2e/bench -shoal $(BIN)
 
 demo: deps build
