@@ -51,14 +51,17 @@ func FuzzDecodeBody(f *testing.F) {
 	})
 }
 
-// FuzzWrites sends arbitrary bodies to create, update and the three patch
-// types: every answer is a well-formed 2xx or 4xx, never a 5xx (a panic
+// FuzzWrites sends arbitrary bodies to create, update, the three patch
+// types and server-side apply: every answer is a well-formed 2xx or 4xx, never a 5xx (a panic
 // would surface as a 500 from the recover middleware).
 func FuzzWrites(f *testing.F) {
 	fuzzSeeds(f)
 	f.Add(uint8(5), []byte(`[{"op":"copy","from":"/data","path":"/data/x"},{"op":"move","from":"/metadata","path":"/data/y"}]`))
 	f.Add(uint8(7), []byte(`{"data":{"$patch":"replace"},"metadata":{"$retainKeys":["name"],"finalizers":[{"$patch":"delete"}]}}`))
 	f.Add(uint8(6), []byte(`{"metadata":{"labels":null,"name":null}}`))
+	f.Add(uint8(10), []byte("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: target}\ndata: {a: c}\n"))
+	f.Add(uint8(11), []byte("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  template:\n    spec:\n      containers: [{name: c, image: i, ports: [{containerPort: 80}, {containerPort: 80, protocol: UDP}]}]\n"))
+	f.Add(uint8(12), []byte("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nstatus: {replicas: 3, conditions: [{type: Available, status: \"True\"}]}\n"))
 	e := newEnv(&testing.T{})
 	e.ok(req{method: "POST", path: "/api/v1/namespaces/default/configmaps", body: cmBody("target", map[string]string{"a": "b"})}, 201, nil)
 	e.ok(req{method: "POST", path: deployments, body: deployment("web", 1)}, 201, nil)
@@ -74,6 +77,10 @@ func FuzzWrites(f *testing.F) {
 		{"PATCH", deployments + "/web", "application/strategic-merge-patch+json"},
 		{"PATCH", deployments + "/web/scale", "application/strategic-merge-patch+json"},
 		{"DELETE", "/api/v1/namespaces/default/configmaps/nothing", ""},
+		{"PATCH", "/api/v1/namespaces/default/configmaps/target?fieldManager=fuzz", applyYAML},
+		{"PATCH", deployments + "/web?fieldManager=fuzz&force=true", applyYAML},
+		{"PATCH", deployments + "/web/status?fieldManager=fuzz&fieldValidation=Strict", applyYAML},
+		{"POST", "/api/v1/namespaces/default/configmaps?fieldManager=fuzz", ""},
 	}
 	f.Fuzz(func(t *testing.T, sel uint8, data []byte) {
 		tg := targets[int(sel)%len(targets)]

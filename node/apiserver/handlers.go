@@ -165,6 +165,10 @@ func (rq *request) writeList(items []state.Object, lm *metav1.ListMeta) {
 }
 
 func (s *Server) create(rq *request) {
+	if err := rq.checkFieldManager("CreateOptions"); err != nil {
+		rq.fail(err)
+		return
+	}
 	obj := rq.res.New()
 	if err := rq.decodeBody(obj, rq.res.GVK()); err != nil {
 		rq.fail(err)
@@ -179,21 +183,43 @@ func (s *Server) create(rq *request) {
 		return
 	}
 	rq.name = obj.GetName()
+	out, err := s.createObject(rq, obj, false)
+	if err != nil {
+		rq.fail(err)
+		return
+	}
+	rq.writeObject(http.StatusCreated, out)
+}
+
+// createObject creates obj (named rq.name, or to be named from its
+// generateName) and returns it as stored. applied says obj comes out of a
+// server-side apply and carries its managedFields; otherwise the request's
+// manager is recorded when it names one (tracksManagedFields).
+func (s *Server) createObject(rq *request, obj state.Object, applied bool) (state.Object, error) {
 	if rq.res.Namespaced {
 		if err := s.namespaceWritable(rq.namespace); err != nil {
-			rq.fail(err)
-			return
+			return nil, err
 		}
 	}
+	sent := obj.GetManagedFields()
 	s.prepareCreate(rq.res, obj)
 	generated := obj.GetName() == "" && obj.GetGenerateName() != ""
 	if generated {
 		obj.SetName(obj.GetGenerateName() + utilrand.String(5))
 		rq.name = obj.GetName()
 	}
+	switch {
+	case applied:
+		obj.SetManagedFields(sent)
+	case rq.tracksManagedFields(nil):
+		// As kube-apiserver: the manager owns what it sent and the
+		// defaults, not what admission and allocation add below.
+		obj.SetManagedFields(sent)
+		defaults.Apply(obj)
+		obj = rq.recordUpdate(nil, obj)
+	}
 	if err := s.admitCreate(rq.r.Context(), obj); err != nil {
-		rq.fail(err)
-		return
+		return nil, err
 	}
 	svc, _ := obj.(*corev1.Service)
 	var svcSpec *corev1.ServiceSpec // as requested, before allocation
@@ -213,17 +239,14 @@ func (s *Server) create(rq *request) {
 			defaults.Apply(svc)
 			var errs field.ErrorList
 			if got, errs = s.svcAlloc.allocate(svc, nil); len(errs) > 0 {
-				rq.fail(apierrors.NewInvalid(rq.res.GVK().GroupKind(), obj.GetName(), errs))
-				return
+				return nil, apierrors.NewInvalid(rq.res.GVK().GroupKind(), obj.GetName(), errs)
 			}
 		}
 		if errs := s.validate(rq.res, obj, nil); len(errs) > 0 {
-			rq.fail(apierrors.NewInvalid(rq.res.GVK().GroupKind(), obj.GetName(), errs))
-			return
+			return nil, apierrors.NewInvalid(rq.res.GVK().GroupKind(), obj.GetName(), errs)
 		}
 		if rq.dryRun() {
-			rq.writeObject(http.StatusCreated, obj)
-			return
+			return obj, nil
 		}
 		rs, err := s.prop.Propose(rq.r.Context(), state.Create(obj))
 		if err != nil {
@@ -233,12 +256,10 @@ func (s *Server) create(rq *request) {
 			if (got.ip || got.ports) && attempt < 8 && state.IsCode(err, state.CodeTaken) {
 				continue // another writer took what we picked: pick again
 			}
-			rq.fail(s.explainTaken(rq.res, obj, err))
-			return
+			return nil, s.explainTaken(rq.res, obj, err)
 		}
 		obj.SetResourceVersion(strconv.FormatUint(rs[0].RV, 10))
-		rq.writeObject(http.StatusCreated, obj)
-		return
+		return obj, nil
 	}
 }
 
@@ -301,6 +322,10 @@ func (s *Server) update(rq *request) {
 		s.updateScale(rq)
 		return
 	}
+	if err := rq.checkFieldManager("UpdateOptions"); err != nil {
+		rq.fail(err)
+		return
+	}
 	in := rq.res.New()
 	if err := rq.decodeBody(in, rq.res.GVK()); err != nil {
 		rq.fail(err)
@@ -328,7 +353,7 @@ func (s *Server) update(rq *request) {
 		if err := preconditionRV(rq, obj, cur); err != nil {
 			return nil, err
 		}
-		return s.nextObject(rq, cur, obj)
+		return s.nextObject(rq, cur, obj, false)
 	})
 	if err != nil {
 		rq.fail(err)
@@ -338,14 +363,24 @@ func (s *Server) update(rq *request) {
 }
 
 // nextObject is what an update of cur to obj stores: only obj's status for
-// the status subresource, else obj with the rules of prepareUpdate.
-func (s *Server) nextObject(rq *request, cur, obj state.Object) (state.Object, error) {
+// the status subresource, else obj with the rules of prepareUpdate. applied
+// says obj comes out of a server-side apply and carries the next
+// managedFields; otherwise the request's manager is recorded when
+// tracksManagedFields says so, and the stored managedFields are carried when
+// it does not.
+func (s *Server) nextObject(rq *request, cur, obj state.Object, applied bool) (state.Object, error) {
 	if rq.sub == "status" {
 		next := cur.DeepCopyObject().(state.Object)
 		rq.res.copyStatus(next, obj)
+		switch {
+		case applied:
+			next.SetManagedFields(obj.GetManagedFields())
+		case rq.tracksManagedFields(cur):
+			next = rq.recordUpdate(cur, next)
+		}
 		return next, nil
 	}
-	return s.prepareUpdate(rq.res, cur, obj)
+	return s.prepareUpdate(rq, cur, obj, applied)
 }
 
 // preconditionRV fails with a conflict when the client pinned a
@@ -360,8 +395,10 @@ func preconditionRV(rq *request, obj, cur state.Object) error {
 
 // prepareUpdate turns the client's object into the next stored version of cur:
 // server-owned metadata and (on the main resource) the status are kept,
-// defaults applied, generation bumped when the spec changed.
-func (s *Server) prepareUpdate(r *resource, cur, obj state.Object) (state.Object, error) {
+// defaults applied, managedFields as nextObject says, generation bumped when
+// the spec changed.
+func (s *Server) prepareUpdate(rq *request, cur, obj state.Object, applied bool) (state.Object, error) {
+	r := rq.res
 	if uid := obj.GetUID(); uid != "" && uid != cur.GetUID() {
 		return nil, apierrors.NewConflict(r.groupResource(), cur.GetName(),
 			fmt.Errorf("Precondition failed: UID in precondition: %v, UID in object meta: %v", uid, cur.GetUID()))
@@ -370,6 +407,7 @@ func (s *Server) prepareUpdate(r *resource, cur, obj state.Object) (state.Object
 	obj.SetCreationTimestamp(cur.GetCreationTimestamp())
 	obj.SetDeletionTimestamp(cur.GetDeletionTimestamp())
 	obj.SetDeletionGracePeriodSeconds(cur.GetDeletionGracePeriodSeconds())
+	sent := obj.GetManagedFields()
 	obj.SetManagedFields(cur.GetManagedFields())
 	obj.SetSelfLink("")
 	obj.SetGeneration(cur.GetGeneration())
@@ -377,6 +415,14 @@ func (s *Server) prepareUpdate(r *resource, cur, obj state.Object) (state.Object
 		r.copyStatus(obj, cur)
 	}
 	defaults.Apply(obj)
+	switch {
+	case applied:
+		obj.SetManagedFields(sent)
+	case rq.tracksManagedFields(cur):
+		// As kube-apiserver: after defaulting, before admission.
+		obj.SetManagedFields(sent)
+		obj = rq.recordUpdate(cur, obj)
+	}
 	admitUpdate(cur, obj)
 	if svc, ok := obj.(*corev1.Service); ok {
 		if _, errs := s.svcAlloc.allocate(svc, cur.(*corev1.Service)); len(errs) > 0 {
@@ -409,7 +455,7 @@ func (s *Server) guaranteedUpdate(rq *request, mutate func(cur state.Object) (st
 		}
 		curRV := rvOf(cur)
 		next.SetResourceVersion(cur.GetResourceVersion())
-		if equality.Semantic.DeepEqual(next, cur) {
+		if unchanged(next, cur) {
 			return cur, http.StatusOK, nil
 		}
 		// An update that removes the last finalizer of an object being
@@ -436,4 +482,32 @@ func (s *Server) guaranteedUpdate(rq *request, mutate func(cur state.Object) (st
 		next.SetResourceVersion(strconv.FormatUint(rs[0].RV, 10))
 		return next, http.StatusOK, nil
 	}
+}
+
+// unchanged reports whether next is cur again. Newer timestamps in otherwise
+// equal managedFields entries do not count, as in kube-apiserver
+// (IgnoreManagedFieldsTimestampsTransformer): re-applying a manifest whose
+// fields the server rewrites (a Secret's stringData) would otherwise write
+// on every apply. next then keeps cur's entries.
+func unchanged(next, cur state.Object) bool {
+	if equality.Semantic.DeepEqual(next, cur) {
+		return true
+	}
+	nm, cm := next.GetManagedFields(), cur.GetManagedFields()
+	if len(nm) == 0 || len(nm) != len(cm) {
+		return false
+	}
+	for i := range nm {
+		a, b := nm[i], cm[i]
+		a.Time, b.Time = nil, nil
+		if !equality.Semantic.DeepEqual(a, b) {
+			return false
+		}
+	}
+	next.SetManagedFields(cm)
+	if equality.Semantic.DeepEqual(next, cur) {
+		return true
+	}
+	next.SetManagedFields(nm)
+	return false
 }

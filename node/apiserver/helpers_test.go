@@ -98,6 +98,7 @@ type req struct {
 	body         any // string, []byte or an object marshalled as JSON
 	ct           string
 	accept       string
+	userAgent    string
 	tls          *tls.ConnectionState
 	noTLS        bool
 }
@@ -128,6 +129,9 @@ func (e *testEnv) do(r req) *httptest.ResponseRecorder {
 	}
 	if r.accept != "" {
 		hr.Header.Set("Accept", r.accept)
+	}
+	if r.userAgent != "" {
+		hr.Header.Set("User-Agent", r.userAgent)
 	}
 	switch {
 	case r.noTLS:

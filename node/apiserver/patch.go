@@ -64,10 +64,10 @@ func newPatcher(mt string, body []byte, limit int64) (*patcher, error) {
 		if err := json.Unmarshal(body, &p.smp); err != nil {
 			return nil, badRequest("decoding the strategic merge patch: it must be a JSON object: %v", err)
 		}
-	case types.ApplyYAMLPatchType, types.ApplyCBORPatchType:
-		return nil, unsupportedMediaType("server-side apply (application/apply-patch+yaml) is not supported by Shoal yet: use client-side `kubectl apply` (without --server-side)")
+	case types.ApplyCBORPatchType:
+		return nil, unsupportedMediaType("server-side apply with a CBOR body (application/apply-patch+cbor) is not supported by Shoal: send application/apply-patch+yaml")
 	default:
-		return nil, unsupportedMediaType(fmt.Sprintf("the patch content type %q is not supported: use application/json-patch+json, application/merge-patch+json or application/strategic-merge-patch+json", mt))
+		return nil, unsupportedMediaType(fmt.Sprintf("the patch content type %q is not supported: use application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json or application/apply-patch+yaml", mt))
 	}
 	return p, nil
 }
@@ -135,8 +135,17 @@ func (s *Server) patch(rq *request) {
 		rq.fail(err)
 		return
 	}
+	mt := mediaType(rq.r.Header.Get("Content-Type"))
+	if types.PatchType(mt) == types.ApplyYAMLPatchType {
+		s.applyPatch(rq, buf.Bytes(), fv)
+		return
+	}
+	if err := rq.checkPatchOptions(); err != nil {
+		rq.fail(err)
+		return
+	}
 	limitJSONPatchCopies(s.maxBody)
-	p, err := newPatcher(mediaType(rq.r.Header.Get("Content-Type")), buf.Bytes(), 2*s.maxBody)
+	p, err := newPatcher(mt, buf.Bytes(), 2*s.maxBody)
 	if err != nil {
 		rq.fail(err)
 		return
@@ -196,7 +205,7 @@ func (s *Server) patch(rq *request) {
 		if err := preconditionRV(rq, obj, cur); err != nil {
 			return nil, err
 		}
-		return s.nextObject(rq, cur, obj)
+		return s.nextObject(rq, cur, obj, false)
 	})
 	if err != nil {
 		rq.fail(err)

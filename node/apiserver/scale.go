@@ -70,6 +70,10 @@ func (s *Server) getScale(rq *request) {
 }
 
 func (s *Server) updateScale(rq *request) {
+	if err := rq.checkFieldManager("UpdateOptions"); err != nil {
+		rq.fail(err)
+		return
+	}
 	in := &autoscalingv1.Scale{}
 	if err := rq.decodeScale(in); err != nil {
 		rq.fail(err)
@@ -110,6 +114,11 @@ func (s *Server) applyScale(rq *request, desired func(cur state.Object) (*autosc
 		r := sc.Spec.Replicas
 		*rp = &r
 		next.SetGeneration(cur.GetGeneration() + 1)
+		if rq.tracksManagedFields(cur) {
+			// The manager owns spec.replicas, recorded with subresource
+			// "scale" as kube-apiserver's scale handler records it.
+			next = rq.recordUpdate(cur, next)
+		}
 		return next, nil
 	})
 	if err != nil {
