@@ -209,6 +209,39 @@ func TestSlowWatcherIsClosed(t *testing.T) {
 	}
 }
 
+// TestWatchBacklog: a reader that falls behind by far more than the
+// watcher's channel still gets every event in order while it stays within
+// Buffer; the channel itself stays small (its memory would otherwise be
+// taken for the whole Buffer up front).
+func TestWatchBacklog(t *testing.T) {
+	f, p := newTestFSM(t)
+	const n = 1000
+	w, _ := f.Store().Watch(WatchOptions{Resource: "configmaps", Buffer: n})
+	defer w.Stop()
+	if c := cap(w.Events()); c > watchChanSize {
+		t.Fatalf("channel of %d events for a buffer of %d", c, n)
+	}
+	var rvs []uint64
+	for i := 0; i < n-1; i++ { // nobody reads meanwhile
+		rs := mustPropose(t, p, Create(cm("d", "c"+itoa(uint64(i)), nil)))
+		rvs = append(rvs, rs[0].RV)
+	}
+	for i, want := range rvs {
+		ev, ok := <-w.Events()
+		if !ok {
+			t.Fatalf("watch closed after %d events: %v", i, w.Err())
+		}
+		if ev.RV != want || ev.Type != Added {
+			t.Fatalf("event %d: %s %d, want ADDED %d", i, ev.Type, ev.RV, want)
+		}
+	}
+	// And it keeps going once caught up.
+	rs := mustPropose(t, p, Create(cm("d", "after", nil)))
+	if ev := <-w.Events(); ev.RV != rs[0].RV {
+		t.Fatalf("event after the backlog: %d, want %d", ev.RV, rs[0].RV)
+	}
+}
+
 func itoa(v uint64) string { b, _ := json.Marshal(v); return string(b) }
 
 func TestTokenUse(t *testing.T) {
