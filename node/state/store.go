@@ -18,6 +18,7 @@ package state
 import (
 	"context"
 	"errors"
+	"runtime"
 	"sort"
 	"sync"
 	"time"
@@ -247,6 +248,45 @@ const watchChanSize = 64
 // Events delivers the watch events; it is closed when the watch ends.
 func (w *Watcher) Events() <-chan Event { return w.ch }
 
+// TryRecv returns the next event without waiting for one to be sent:
+// ok=false when every event sent so far has been received. open=false when
+// the watch has ended and nothing is left (as a closed Events). It sees the
+// events still in the backlog, so a reader that drains with it after a
+// write has every event of that write, as it would from a channel as large
+// as the buffer.
+func (w *Watcher) TryRecv() (ev Event, ok, open bool) {
+	for {
+		select {
+		case ev, open := <-w.ch:
+			return ev, open, open
+		default:
+		}
+		w.qmu.Lock()
+		if w.feeding {
+			// The feeder holds the next event and ch has room: it lands
+			// in a moment.
+			w.qmu.Unlock()
+			runtime.Gosched()
+			continue
+		}
+		if w.head < len(w.q) {
+			ev := w.q[w.head]
+			w.q[w.head] = Event{}
+			w.head++
+			w.qmu.Unlock()
+			return ev, true, true
+		}
+		w.qmu.Unlock()
+		select {
+		case <-w.done: // ended: the feeder closes ch at once
+			ev, open := <-w.ch
+			return ev, open, open
+		default:
+			return Event{}, false, true
+		}
+	}
+}
+
 // Err says why Events was closed (nil after Stop).
 func (w *Watcher) Err() error {
 	w.s.mu.RLock()
@@ -317,6 +357,9 @@ func (w *Watcher) feed() {
 		select {
 		case w.ch <- ev:
 		case <-w.done:
+			w.qmu.Lock()
+			w.feeding = false
+			w.qmu.Unlock()
 			return
 		}
 	}

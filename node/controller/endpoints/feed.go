@@ -54,15 +54,14 @@ func (f *feed) run(ctx context.Context) {
 // drive the controller with it, one step at a time.
 func (f *feed) drain() {
 	for {
-		select {
-		case ev, ok := <-f.w.Events():
-			if !ok {
-				f.reopen(context.Background())
-				continue
-			}
-			f.handle(ev)
-		default:
+		ev, ok, open := f.w.TryRecv()
+		switch {
+		case !open:
+			f.reopen(context.Background())
+		case !ok:
 			return
+		default:
+			f.handle(ev)
 		}
 	}
 }
