@@ -443,13 +443,10 @@ func downwardField(pod *corev1.Pod, fieldPath string) (string, error) {
 		}
 		return "", fmt.Errorf("fieldPath %q does not support a subscript", fieldPath)
 	}
+	if v, ok := podIdentity(pod, fieldPath); ok {
+		return v, nil
+	}
 	switch fieldPath {
-	case "metadata.name":
-		return pod.Name, nil
-	case "metadata.namespace":
-		return pod.Namespace, nil
-	case "metadata.uid":
-		return string(pod.UID), nil
 	case "metadata.labels":
 		return formatMap(pod.Labels), nil
 	case "metadata.annotations":

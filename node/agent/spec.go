@@ -324,15 +324,26 @@ func envValueFrom(sc *specContext, c *corev1.Container, vf *corev1.EnvVarSource)
 	return "", false, configErrorf("valueFrom has no source")
 }
 
-// fieldValue is the downward API for environment variables.
-func fieldValue(pod *corev1.Pod, sc *specContext, path string) (string, error) {
+// podIdentity is the pod's name, namespace or uid for their field paths
+// (the downward API's fields for environment variables and volumes alike).
+func podIdentity(pod *corev1.Pod, path string) (string, bool) {
 	switch path {
 	case "metadata.name":
-		return pod.Name, nil
+		return pod.Name, true
 	case "metadata.namespace":
-		return pod.Namespace, nil
+		return pod.Namespace, true
 	case "metadata.uid":
-		return string(pod.UID), nil
+		return string(pod.UID), true
+	}
+	return "", false
+}
+
+// fieldValue is the downward API for environment variables.
+func fieldValue(pod *corev1.Pod, sc *specContext, path string) (string, error) {
+	if v, ok := podIdentity(pod, path); ok {
+		return v, nil
+	}
+	switch path {
 	case "spec.nodeName":
 		return pod.Spec.NodeName, nil
 	case "spec.serviceAccountName":
