@@ -1,10 +1,8 @@
 package apiserver
 
 import (
-	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -14,19 +12,7 @@ import (
 // installed kubectl (1.27 … 1.33) against the server: create, change,
 // a conflict between two field managers with kubectl's advice, the forced
 // takeover, managedFields shown, server dry run.
-func TestKubectlServerSideApply(t *testing.T) {
-	if testing.Short() {
-		t.Skip("kubectl end-to-end test skipped in -short mode")
-	}
-	p := newTestPKI(t)
-	for _, bin := range kubectlBinaries(t) {
-		t.Run(filepath.Base(bin), func(t *testing.T) {
-			e := newEnv(t, func(c *Config) { c.Now = time.Now })
-			ts := e.startTLS(p)
-			kubectlApplyFlow(t, e, newKubectl(t, bin, p, ts.URL))
-		})
-	}
-}
+func TestKubectlServerSideApply(t *testing.T) { forEachKubectl(t, kubectlApplyFlow) }
 
 func kubectlApplyFlow(t *testing.T, e *testEnv, k *kubectl) {
 	cm := func(mode string, extra string) string {

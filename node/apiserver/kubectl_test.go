@@ -108,7 +108,11 @@ func mustContain(t *testing.T, what, out string, subs ...string) {
 // TestKubectl drives the server with stock kubectl: the dispatcher (which
 // picks kubectl.1.33 for our server version) and each installed
 // version-specific binary, so 1.27 … 1.33 are all covered.
-func TestKubectl(t *testing.T) {
+func TestKubectl(t *testing.T) { forEachKubectl(t, kubectlFlow) }
+
+// forEachKubectl runs flow with every installed kubectl against a server of
+// its own over TLS.
+func forEachKubectl(t *testing.T, flow func(t *testing.T, e *testEnv, k *kubectl)) {
 	if testing.Short() {
 		t.Skip("kubectl end-to-end test skipped in -short mode")
 	}
@@ -117,7 +121,7 @@ func TestKubectl(t *testing.T) {
 		t.Run(filepath.Base(bin), func(t *testing.T) {
 			e := newEnv(t, func(c *Config) { c.Now = time.Now })
 			ts := e.startTLS(p)
-			kubectlFlow(t, e, newKubectl(t, bin, p, ts.URL))
+			flow(t, e, newKubectl(t, bin, p, ts.URL))
 		})
 	}
 }
