@@ -184,6 +184,15 @@ func (s *Server) answerPacket(pkt, out []byte) (reply []byte, handled bool) {
 			o+11+int(binary.BigEndian.Uint16(pkt[o+9:])) != len(pkt) {
 			return nil, false
 		}
+		// The options must be well formed (code, length, data) and fill
+		// the record exactly, or the packet is not a query ServeDNS
+		// would answer (it gets FORMERR there).
+		for opt := pkt[o+11:]; len(opt) > 0; {
+			if len(opt) < 4 || 4+int(binary.BigEndian.Uint16(opt[2:])) > len(opt) {
+				return nil, false
+			}
+			opt = opt[4+int(binary.BigEndian.Uint16(opt[2:])):]
+		}
 		limit = max(int(binary.BigEndian.Uint16(pkt[o+3:])), miekg.MinMsgSize)
 		edns, do = true, pkt[o+7]&0x80 != 0
 	} else if qEnd != len(pkt) {
