@@ -21,6 +21,7 @@ import (
 	"runtime"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -234,8 +235,9 @@ type Watcher struct {
 	qmu     sync.Mutex
 	q       []Event       // the backlog, from head
 	head    int           //
-	feeding bool          // the feeder holds an event it took from q
+	feeding bool          // the feeder holds events it took from q
 	wake    chan struct{} // cap 1: the backlog grew
+	pending atomic.Int64  // events in q or held by the feeder
 
 	// guarded by s.mu:
 	closed bool
@@ -273,6 +275,7 @@ func (w *Watcher) TryRecv() (ev Event, ok, open bool) {
 			ev := w.q[w.head]
 			w.q[w.head] = Event{}
 			w.head++
+			w.pending.Add(-1)
 			w.qmu.Unlock()
 			return ev, true, true
 		}
@@ -331,16 +334,12 @@ func (w *Watcher) closeLocked(err error) {
 // closes ch (after what ch already holds, readers see the end).
 func (w *Watcher) feed() {
 	defer close(w.ch)
+	var spare []Event // the other of the two backlog slices
 	for {
 		w.qmu.Lock()
 		if w.head == len(w.q) {
 			w.feeding = false
-			if cap(w.q) > 4*watchChanSize {
-				w.q = nil // a burst's backlog is not kept
-			} else {
-				w.q = w.q[:0]
-			}
-			w.head = 0
+			w.q, w.head = w.q[:0], 0
 			w.qmu.Unlock()
 			select {
 			case <-w.wake:
@@ -349,18 +348,25 @@ func (w *Watcher) feed() {
 				return
 			}
 		}
-		ev := w.q[w.head]
-		w.q[w.head] = Event{}
-		w.head++
-		w.feeding = true
+		// Take the whole backlog at once: one lock per batch, not per event.
+		batch := w.q[w.head:]
+		w.q, w.head, w.feeding = spare[:0], 0, true
 		w.qmu.Unlock()
-		select {
-		case w.ch <- ev:
-		case <-w.done:
-			w.qmu.Lock()
-			w.feeding = false
-			w.qmu.Unlock()
-			return
+		for i := range batch {
+			select {
+			case w.ch <- batch[i]:
+				batch[i] = Event{}
+				w.pending.Add(-1)
+			case <-w.done:
+				w.qmu.Lock()
+				w.feeding = false
+				w.qmu.Unlock()
+				return
+			}
+		}
+		spare = nil
+		if cap(batch) <= 4*watchChanSize {
+			spare = batch[:0] // a burst's large backlog is not kept
 		}
 	}
 }
@@ -387,12 +393,13 @@ func (w *Watcher) sendLocked(ev Event) {
 		default:
 		}
 	}
-	if backlog+len(w.ch) >= w.opts.Buffer {
+	if int(w.pending.Load())+len(w.ch) >= w.opts.Buffer {
 		w.qmu.Unlock()
 		w.closeLocked(ErrTooSlow)
 		return
 	}
 	w.q = append(w.q, ev)
+	w.pending.Add(1)
 	w.qmu.Unlock()
 	select {
 	case w.wake <- struct{}{}:
