@@ -4,15 +4,11 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -57,32 +53,9 @@ func TestGRPCHealthArchive(t *testing.T) {
 	}
 
 	// Run the very binary of the image on the host, on a free port.
-	path := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(path, img.files[name], 0o755); err != nil {
-		t.Fatal(err)
-	}
 	env := []string{"UNHEALTHY_FILE=" + filepath.Join(t.TempDir(), "unhealthy")}
-	var stderr syncBuffer
-	cmd := exec.Command(path)
-	cmd.Env = append(env, "PORT=0", "SERVICES=app, other")
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var waitErr error
-	exited := make(chan struct{})
-	go func() { waitErr = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-exited })
-	var port string
-	listening := regexp.MustCompile(`listening on .*:(\d+);`)
-	eventually(t, 10*time.Second, "grpchealth listening", func() error {
-		m := listening.FindStringSubmatch(stderr.String())
-		if m == nil {
-			return fmt.Errorf("stderr %q", stderr.String())
-		}
-		port = m[1]
-		return nil
-	})
+	prog := startHostProgram(t, name, img.files[name], append(env, "SERVICES=app, other")...)
+	port := prog.port
 	conn, err := grpc.Dial("127.0.0.1:"+port, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -100,7 +73,7 @@ func TestGRPCHealthArchive(t *testing.T) {
 	}
 	flip := func(arg string) {
 		t.Helper()
-		c := exec.Command(path, arg)
+		c := exec.Command(prog.path, arg)
 		c.Env = env
 		if out, err := c.CombinedOutput(); err != nil {
 			t.Fatalf("grpchealth %s: %v\n%s", arg, err, out)
@@ -121,21 +94,10 @@ func TestGRPCHealthArchive(t *testing.T) {
 	check("", healthpb.HealthCheckResponse_SERVING)
 	flip("pass") // passing twice is fine
 
-	// SIGTERM: a graceful exit 0.
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-exited:
-		if waitErr != nil {
-			t.Errorf("exit after SIGTERM: %v, stderr %q", waitErr, stderr.String())
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("grpchealth still running 5s after SIGTERM")
-	}
+	prog.stopGracefully(t) // SIGTERM: a graceful exit 0
 	for _, want := range []string{"now SERVING", "now NOT_SERVING", "shutting down"} {
-		if !strings.Contains(stderr.String(), want) {
-			t.Errorf("stderr %q lacks %q", stderr.String(), want)
+		if !strings.Contains(prog.stderr.String(), want) {
+			t.Errorf("stderr %q lacks %q", prog.stderr.String(), want)
 		}
 	}
 }

@@ -17,12 +17,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -150,31 +148,8 @@ func TestEchoArchive(t *testing.T) {
 	}
 
 	// Run the very binary of the image on the host, on a free port.
-	path := filepath.Join(t.TempDir(), "echo")
-	if err := os.WriteFile(path, bin, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	var stderr syncBuffer
-	cmd := exec.Command(path)
-	cmd.Env = []string{"PORT=0", "POD_NAME=unit-pod", "POD_IP=192.0.2.7"}
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var waitErr error
-	exited := make(chan struct{})
-	go func() { waitErr = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-exited })
-	var port string
-	listening := regexp.MustCompile(`listening on .*:(\d+)\n`)
-	eventually(t, 10*time.Second, "echo listening", func() error {
-		m := listening.FindStringSubmatch(stderr.String())
-		if m == nil {
-			return fmt.Errorf("stderr %q", stderr.String())
-		}
-		port = m[1]
-		return nil
-	})
+	prog := startHostProgram(t, "echo", bin, "POD_NAME=unit-pod", "POD_IP=192.0.2.7")
+	port := prog.port
 	base := "http://127.0.0.1:" + port
 	client := &http.Client{Timeout: 5 * time.Second}
 	checkEcho(t, client, base, "unit-pod", "192.0.2.7", "127.0.0.1:")
@@ -189,21 +164,9 @@ func TestEchoArchive(t *testing.T) {
 	}
 
 	// SIGTERM: a graceful exit 0.
-	start := time.Now()
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-exited:
-		if waitErr != nil {
-			t.Errorf("exit after SIGTERM: %v, stderr %q", waitErr, stderr.String())
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("echo still running 5s after SIGTERM")
-	}
-	t.Logf("SIGTERM to exit: %v", time.Since(start).Round(time.Microsecond))
-	if !strings.Contains(stderr.String(), "shutting down") {
-		t.Errorf("stderr %q", stderr.String())
+	t.Logf("SIGTERM to exit: %v", prog.stopGracefully(t).Round(time.Microsecond))
+	if !strings.Contains(prog.stderr.String(), "shutting down") {
+		t.Errorf("stderr %q", prog.stderr.String())
 	}
 }
 
