@@ -422,29 +422,7 @@ func TestApplyRejected(t *testing.T) {
 	}
 	e.apply(deployments+"/web", "ci", "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: web, image: nginx}]}\n", 201, nil)
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			rev := e.store.Revision()
-			w := e.do(tt.r)
-			if w.Code != tt.code {
-				t.Fatalf("code %d, want %d: %s", w.Code, tt.code, w.Body.String())
-			}
-			if e.store.Revision() != rev {
-				t.Fatalf("store revision moved %d → %d", rev, e.store.Revision())
-			}
-			st := status(t, w)
-			if st.Reason != tt.reason || int(st.Code) != tt.code {
-				t.Fatalf("Status %s/%d, want %s/%d: %s", st.Reason, st.Code, tt.reason, tt.code, st.Message)
-			}
-			if !strings.Contains(st.Message, tt.wantMsg) {
-				t.Errorf("message %q lacks %q", st.Message, tt.wantMsg)
-			}
-			got := causes(st)
-			for _, f := range tt.wantFields {
-				if !slices.Contains(got, f) {
-					t.Errorf("causes %v lack %q (%s)", got, f, st.Message)
-				}
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { e.refused(t, tt.r, tt.code, tt.reason, tt.wantFields, tt.wantMsg) })
 	}
 	// Warn (the default) turns a duplicate key into a warning.
 	w := e.apply(configmaps+"/exists", "alice", good+"  a: d\n", 200, nil)

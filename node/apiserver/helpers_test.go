@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http/httptest"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -167,6 +168,37 @@ func (e *testEnv) ok(r req, want int, out any) *httptest.ResponseRecorder {
 }
 
 // status decodes a Status answer.
+// refused sends r and checks that it is answered with code and changes
+// nothing stored; for an error code, that the Status has reason and code,
+// msg in its message and every one of fields among its causes.
+func (e *testEnv) refused(t *testing.T, r req, code int, reason metav1.StatusReason, fields []string, msg string) {
+	t.Helper()
+	rev := e.store.Revision()
+	w := e.do(r)
+	if w.Code != code {
+		t.Fatalf("code %d, want %d: %s", w.Code, code, w.Body.String())
+	}
+	if e.store.Revision() != rev {
+		t.Fatalf("store revision moved %d → %d", rev, e.store.Revision())
+	}
+	if code < 300 {
+		return
+	}
+	st := status(t, w)
+	if st.Reason != reason || int(st.Code) != code {
+		t.Fatalf("Status %s/%d, want %s/%d: %s", st.Reason, st.Code, reason, code, st.Message)
+	}
+	if !strings.Contains(st.Message, msg) {
+		t.Errorf("message %q lacks %q", st.Message, msg)
+	}
+	got := causes(st)
+	for _, f := range fields {
+		if !slices.Contains(got, f) {
+			t.Errorf("causes %v lack %q (%s)", got, f, st.Message)
+		}
+	}
+}
+
 func status(t *testing.T, w *httptest.ResponseRecorder) metav1.Status {
 	t.Helper()
 	var st metav1.Status
