@@ -120,6 +120,10 @@ func purgeStale() {
 	}
 }
 
+// buildFlags are `make build`'s (see the Makefile): static binaries
+// (CGO_ENABLED=0) without containerd's loader of Go plugins.
+var buildFlags = []string{"-tags=no_dynamic_plugins"}
+
 // shoalBinary returns the shoal binary under test, building it on first use.
 func shoalBinary(t testing.TB) string {
 	t.Helper()
@@ -141,8 +145,9 @@ func shoalBinary(t testing.TB) string {
 		// shoal-logger sits next to shoal, as `make build` leaves them: the
 		// agents use it for their containers' logs.
 		for _, b := range []struct{ out, pkg string }{{shoalPath, "./cmd/shoal"}, {filepath.Join(buildDir, "shoal-logger"), "./cmd/shoal-logger"}} {
-			cmd := exec.Command("go", "build", "-o", b.out, b.pkg)
+			cmd := exec.Command("go", append([]string{"build"}, append(buildFlags, "-o", b.out, b.pkg)...)...)
 			cmd.Dir = filepath.Dir(strings.TrimSpace(string(gomod)))
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 			if out, err := cmd.CombinedOutput(); err != nil {
 				buildErr = fmt.Errorf("go build %s: %v\n%s", b.pkg, err, out)
 				return
