@@ -10,8 +10,9 @@ import (
 
 // Transactions: a full resync rebuilds the base table and every shard
 // table; an incremental update touches the base table only for hairpin
-// pairs and only the shard tables whose service ports changed (all of
-// them when the node IPs change, as each holds a copy).
+// pairs, node IPs and service ports without endpoints, and only the shard
+// tables whose service ports changed (all of them when the node IPs
+// change, as each holds a copy).
 
 // ruleSource gives the rules of a service chain and the timeout of an
 // affinity set by name: the state (incremental) or a flat view (full).
@@ -47,8 +48,9 @@ func (rs *ruleset) asChange() *change {
 }
 
 // splitChange distributes c over n shards: element i is what shard i must
-// do (nil: nothing). Node IPs go to every shard; hairpin pairs, the CIDR
-// flag and the UDP flush stay with c. Order within each list is kept.
+// do (nil: nothing). Node IPs go to every shard; hairpin pairs, the
+// no-endpoint elements (base table), the CIDR flag and the UDP flush stay
+// with c. Order within each list is kept.
 func splitChange(c *change, n int) []*change {
 	out := make([]*change, n)
 	at := func(ref string) *change {
@@ -63,12 +65,8 @@ func splitChange(c *change, n int) []*change {
 	name := func(s string) string { return s }
 	spread(c.DelServiceIPs, ipRefOf, at, func(d *change) *[]ipRef { return &d.DelServiceIPs })
 	spread(c.AddServiceIPs, ipRefOf, at, func(d *change) *[]ipRef { return &d.AddServiceIPs })
-	spread(c.DelNoEPIPs, ipRefOf, at, func(d *change) *[]ipRef { return &d.DelNoEPIPs })
-	spread(c.AddNoEPIPs, ipRefOf, at, func(d *change) *[]ipRef { return &d.AddNoEPIPs })
 	spread(c.DelNodePorts, portRefOf, at, func(d *change) *[]portRef { return &d.DelNodePorts })
 	spread(c.AddNodePorts, portRefOf, at, func(d *change) *[]portRef { return &d.AddNodePorts })
-	spread(c.DelNoEPPorts, portRefOf, at, func(d *change) *[]portRef { return &d.DelNoEPPorts })
-	spread(c.AddNoEPPorts, portRefOf, at, func(d *change) *[]portRef { return &d.AddNoEPPorts })
 	spread(c.DelSets, name, at, func(d *change) *[]string { return &d.DelSets })
 	spread(c.AddSets, name, at, func(d *change) *[]string { return &d.AddSets })
 	spread(c.FlushChains, name, at, func(d *change) *[]string { return &d.FlushChains })
@@ -111,7 +109,7 @@ func (s *schema) buildFull(t *txn, rs *ruleset, n int, stale []string) error {
 		return err
 	}
 	c := rs.asChange()
-	if err := addElems(b, s.hairpin, hairpinElems(c.AddHairpin)); err != nil {
+	if err := s.applyBase(t, c); err != nil {
 		return err
 	}
 	for i, sc := range splitChange(c, n) {
@@ -135,10 +133,7 @@ func (s *schema) buildFull(t *txn, rs *ruleset, n int, stale []string) error {
 // buildIncremental encodes the change c over n shards and returns how many
 // shard tables it touches.
 func (s *schema) buildIncremental(t *txn, st ruleSource, c *change, n int) (int, error) {
-	if err := delElems(t.nft, s.hairpin, hairpinElems(c.DelHairpin)); err != nil {
-		return 0, err
-	}
-	if err := addElems(t.nft, s.hairpin, hairpinElems(c.AddHairpin)); err != nil {
+	if err := s.applyBase(t, c); err != nil {
 		return 0, err
 	}
 	touched := 0
@@ -154,6 +149,36 @@ func (s *schema) buildIncremental(t *txn, st ruleSource, c *change, n int) (int,
 	return touched, nil
 }
 
+// applyBase encodes the base table's part of a change: hairpin pairs, node
+// IPs and the no-endpoint elements, deletions first.
+func (s *schema) applyBase(t *txn, c *change) error {
+	type step struct {
+		set   *nftables.Set
+		elems []nftables.SetElement
+	}
+	for _, step := range []step{
+		{s.hairpin, hairpinElems(c.DelHairpin)},
+		{s.noEPIPs, refElems(c.DelNoEPIPs, ipPortElem, true)}, // deletes need keys only
+		{s.noEPPorts, refElems(c.DelNoEPPorts, protoPortElem, true)},
+		{s.nodeIPs, addrElems(c.DelNodeIPs)},
+	} {
+		if err := delElems(t.nft, step.set, step.elems); err != nil {
+			return err
+		}
+	}
+	for _, step := range []step{
+		{s.hairpin, hairpinElems(c.AddHairpin)},
+		{s.nodeIPs, addrElems(c.AddNodeIPs)},
+		{s.noEPIPs, refElems(c.AddNoEPIPs, ipPortElem, true)},
+		{s.noEPPorts, refElems(c.AddNoEPPorts, protoPortElem, true)},
+	} {
+		if err := addElems(t.nft, step.set, step.elems); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // apply encodes one shard's part of a change. Order matters: map elements
 // that point at chains go before the chains, chains are flushed (dropping
 // their references to other chains and sets) before anything is deleted,
@@ -166,8 +191,6 @@ func (s *shardSchema) apply(t *txn, st ruleSource, c *change) error {
 	}{
 		{s.serviceIPs, refElems(c.DelServiceIPs, ipPortElem, false)}, // deletes need keys only
 		{s.nodePorts, refElems(c.DelNodePorts, protoPortElem, false)},
-		{s.noEPIPs, refElems(c.DelNoEPIPs, ipPortElem, true)},
-		{s.noEPPorts, refElems(c.DelNoEPPorts, protoPortElem, true)},
 		{s.nodeIPs, addrElems(c.DelNodeIPs)},
 	} {
 		if err := delElems(b, step.set, step.elems); err != nil {
@@ -206,8 +229,6 @@ func (s *shardSchema) apply(t *txn, st ruleSource, c *change) error {
 	}{
 		{s.serviceIPs, refElems(c.AddServiceIPs, ipPortElem, false)},
 		{s.nodePorts, refElems(c.AddNodePorts, protoPortElem, false)},
-		{s.noEPIPs, refElems(c.AddNoEPIPs, ipPortElem, true)},
-		{s.noEPPorts, refElems(c.AddNoEPPorts, protoPortElem, true)},
 		{s.nodeIPs, addrElems(c.AddNodeIPs)},
 	} {
 		if err := addElems(b, step.set, step.elems); err != nil {

@@ -55,41 +55,53 @@ var (
 // with what all services share, and the shard tables prefix_00, prefix_01,
 // … with the service chains. Sets cannot be referenced across tables, so
 // every shard has its own verdict maps and its own copy of node-ips.
+//
+// The check for services without endpoints lives in the base table only:
+// its filter chains see every packet of the node (the ct state test is
+// their first rule), so one pair of them keeps that per-packet cost the
+// same at any number of shards. (With a pair per shard, 10,000 services
+// — 17 tables — took 20–30% off the DNS rate of a node.)
 type schema struct {
-	prefix  string
-	base    *nftables.Table
-	hairpin *nftables.Set
-	noTrack []netip.AddrPort // Options.NoTrack
-	shards  []*shardSchema   // created on demand
+	prefix             string
+	base               *nftables.Table
+	hairpin            *nftables.Set
+	nodeIPs            *nftables.Set // the base table's copy, for no-endpoint node ports
+	noEPIPs, noEPPorts *nftables.Set
+	noTrack            []netip.AddrPort // Options.NoTrack
+	shards             []*shardSchema   // created on demand
 }
 
 // shardSchema names one shard table and its sets.
 type shardSchema struct {
-	table                                              *nftables.Table
-	nodeIPs, serviceIPs, nodePorts, noEPIPs, noEPPorts *nftables.Set
+	table                          *nftables.Table
+	nodeIPs, serviceIPs, nodePorts *nftables.Set
 }
 
 func newSchema(prefix string, noTrack ...netip.AddrPort) *schema {
 	t := &nftables.Table{Name: prefix, Family: nftables.TableFamilyIPv4}
 	return &schema{prefix: prefix, base: t, noTrack: noTrack,
-		hairpin: &nftables.Set{Table: t, Name: setHairpin, KeyType: keyIPIP, Concatenation: true}}
+		hairpin:   &nftables.Set{Table: t, Name: setHairpin, KeyType: keyIPIP, Concatenation: true},
+		nodeIPs:   &nftables.Set{Table: t, Name: setNodeIPs, KeyType: nftables.TypeIPAddr},
+		noEPIPs:   verdictMap(t, mapNoEPServices, keyIPProtoPort),
+		noEPPorts: verdictMap(t, mapNoEPNodePorts, keyProtoPort),
+	}
+}
+
+// verdictMap is a map from key to a verdict (a goto to a chain).
+func verdictMap(t *nftables.Table, name string, key nftables.SetDatatype) *nftables.Set {
+	return &nftables.Set{Table: t, Name: name, IsMap: true, KeyType: key, DataType: nftables.TypeVerdict,
+		Concatenation: true}
 }
 
 // shard returns the names of shard i.
 func (s *schema) shard(i int) *shardSchema {
 	for len(s.shards) <= i {
 		t := &nftables.Table{Name: shardTableName(s.prefix, len(s.shards)), Family: nftables.TableFamilyIPv4}
-		vmap := func(name string, key nftables.SetDatatype) *nftables.Set {
-			return &nftables.Set{Table: t, Name: name, IsMap: true, KeyType: key, DataType: nftables.TypeVerdict,
-				Concatenation: true}
-		}
 		s.shards = append(s.shards, &shardSchema{
 			table:      t,
 			nodeIPs:    &nftables.Set{Table: t, Name: setNodeIPs, KeyType: nftables.TypeIPAddr},
-			serviceIPs: vmap(mapServiceIPs, keyIPProtoPort),
-			nodePorts:  vmap(mapServiceNodePorts, keyProtoPort),
-			noEPIPs:    vmap(mapNoEPServices, keyIPProtoPort),
-			noEPPorts:  vmap(mapNoEPNodePorts, keyProtoPort),
+			serviceIPs: verdictMap(t, mapServiceIPs, keyIPProtoPort),
+			nodePorts:  verdictMap(t, mapServiceNodePorts, keyProtoPort),
 		})
 	}
 	return s.shards[i]
@@ -144,8 +156,72 @@ func (s *schema) baseSkeleton(t *txn) error {
 			Mask: binaryutil.NativeEndian.PutUint32(^uint32(0)), Xor: binaryutil.NativeEndian.PutUint32(masqMark)},
 		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: reg1},
 		&expr.Masq{FullyRandom: true})
+	if err := s.endpointsCheck(t); err != nil {
+		return err
+	}
 	s.noTrackChains(t)
 	return nil
+}
+
+// endpointsCheck adds the rejection of new connections to service ports
+// without endpoints: node-ips and the two no-endpoint maps, whose elements
+// go to reject-chain, and the filter chains that look them up.
+//
+//	filter-prerouting, filter-output: ct state new jump endpoints-check
+//	endpoints-check: ip daddr . meta l4proto . th dport vmap @no-endpoint-services
+//	                 ip daddr @node-ips meta l4proto . th dport vmap @no-endpoint-nodeports
+//	reject-chain:    meta l4proto tcp reject with tcp reset
+//	                 reject (ICMP port unreachable)
+func (s *schema) endpointsCheck(t *txn) error {
+	b := t.nft
+	for _, set := range []*nftables.Set{s.nodeIPs, s.noEPIPs, s.noEPPorts} {
+		if err := addSet(t, set); err != nil {
+			return err
+		}
+	}
+	chain := func(name string) *nftables.Chain { return &nftables.Chain{Name: name, Table: s.base} }
+	for _, c := range []*nftables.Chain{
+		baseChain(s.base, chainFilterPrerouting, nftables.ChainTypeFilter, nftables.ChainHookPrerouting, filterPriority),
+		baseChain(s.base, chainFilterOutput, nftables.ChainTypeFilter, nftables.ChainHookOutput, filterPriority),
+		chain(chainEndpointsCheck), chain(chainReject),
+	} {
+		b.AddChain(c)
+	}
+	add := func(name string, e ...expr.Any) {
+		b.AddRule(&nftables.Rule{Table: s.base, Chain: chain(name), Exprs: e})
+	}
+	add(chainFilterPrerouting, append(ctNew(), jump(chainEndpointsCheck))...)
+	add(chainFilterOutput, append(ctNew(), jump(chainEndpointsCheck))...)
+	add(chainEndpointsCheck, ipVmap(mapNoEPServices)...)
+	add(chainEndpointsCheck, portVmap(mapNoEPNodePorts)...)
+	add(chainReject, append(matchProto(TCP), &expr.Reject{Type: unix.NFT_REJECT_TCP_RST})...)
+	add(chainReject, &expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: icmpPortUnreachable})
+	return nil
+}
+
+func jump(to string) expr.Any { return &expr.Verdict{Kind: expr.VerdictJump, Chain: to} }
+
+// ctNew matches packets that open a connection: ct state new.
+func ctNew() []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Register: reg1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitNEW), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: make([]byte, 4)},
+	}
+}
+
+// ipVmap: ip daddr . meta l4proto . th dport vmap @m
+func ipVmap(m string) []expr.Any {
+	return []expr.Any{loadDaddr(reg1), loadL4proto(reg32_1), loadDport(reg32_2),
+		&expr.Lookup{SourceRegister: reg1, DestRegister: 0, IsDestRegSet: true, SetName: m}}
+}
+
+// portVmap: ip daddr @node-ips meta l4proto . th dport vmap @m
+func portVmap(m string) []expr.Any {
+	return []expr.Any{loadDaddr(reg1), &expr.Lookup{SourceRegister: reg1, SetName: setNodeIPs},
+		loadL4proto(reg1), loadDport(reg32_1),
+		&expr.Lookup{SourceRegister: reg1, DestRegister: 0, IsDestRegSet: true, SetName: m}}
 }
 
 // noTrackChains adds, when there are Options.NoTrack services, the raw
@@ -183,50 +259,26 @@ func (s *schema) noTrackChains(t *txn) {
 }
 
 // skeleton adds the static part of a shard table: its sets and maps, base
-// chains and the chains they jump to.
+// chains and the chain they jump to.
 func (s *shardSchema) skeleton(t *txn, cidr netip.Prefix) error {
 	b := t.nft
-	for _, set := range []*nftables.Set{s.nodeIPs, s.serviceIPs, s.nodePorts, s.noEPIPs, s.noEPPorts} {
+	for _, set := range []*nftables.Set{s.nodeIPs, s.serviceIPs, s.nodePorts} {
 		if err := addSet(t, set); err != nil {
 			return err
 		}
 	}
-	chains := []*nftables.Chain{
+	for _, c := range []*nftables.Chain{
 		baseChain(s.table, chainNatPrerouting, nftables.ChainTypeNAT, nftables.ChainHookPrerouting, -100),
 		baseChain(s.table, chainNatOutput, nftables.ChainTypeNAT, nftables.ChainHookOutput, -100),
-		baseChain(s.table, chainFilterPrerouting, nftables.ChainTypeFilter, nftables.ChainHookPrerouting, filterPriority),
-		baseChain(s.table, chainFilterOutput, nftables.ChainTypeFilter, nftables.ChainHookOutput, filterPriority),
-		s.chain(chainServices), s.chain(chainEndpointsCheck), s.chain(chainReject),
-	}
-	for _, c := range chains {
+		s.chain(chainServices),
+	} {
 		b.AddChain(c)
 	}
 	add := func(chain string, e ...expr.Any) {
 		b.AddRule(&nftables.Rule{Table: s.table, Chain: s.chain(chain), Exprs: e})
 	}
-	jump := func(to string) expr.Any { return &expr.Verdict{Kind: expr.VerdictJump, Chain: to} }
-	ctNew := []expr.Any{
-		&expr.Ct{Register: reg1, Key: expr.CtKeySTATE},
-		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4,
-			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitNEW), Xor: make([]byte, 4)},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: make([]byte, 4)},
-	}
 	add(chainNatPrerouting, jump(chainServices))
 	add(chainNatOutput, jump(chainServices))
-	add(chainFilterPrerouting, append(slices.Clone(ctNew), jump(chainEndpointsCheck))...)
-	add(chainFilterOutput, append(slices.Clone(ctNew), jump(chainEndpointsCheck))...)
-
-	// ip daddr . meta l4proto . th dport vmap @M
-	ipVmap := func(m string) []expr.Any {
-		return []expr.Any{loadDaddr(reg1), loadL4proto(reg32_1), loadDport(reg32_2),
-			&expr.Lookup{SourceRegister: reg1, DestRegister: 0, IsDestRegSet: true, SetName: m}}
-	}
-	// ip daddr @node-ips meta l4proto . th dport vmap @M
-	portVmap := func(m string) []expr.Any {
-		return []expr.Any{loadDaddr(reg1), &expr.Lookup{SourceRegister: reg1, SetName: setNodeIPs},
-			loadL4proto(reg1), loadDport(reg32_1),
-			&expr.Lookup{SourceRegister: reg1, DestRegister: 0, IsDestRegSet: true, SetName: m}}
-	}
 	if cidr.IsValid() {
 		// ip saddr != CIDR ip daddr . meta l4proto . th dport @service-ips
 		//   meta mark set meta mark | 0x4000
@@ -241,11 +293,6 @@ func (s *shardSchema) skeleton(t *txn, cidr netip.Prefix) error {
 	}
 	add(chainServices, ipVmap(mapServiceIPs)...)
 	add(chainServices, portVmap(mapServiceNodePorts)...)
-	add(chainEndpointsCheck, ipVmap(mapNoEPServices)...)
-	add(chainEndpointsCheck, portVmap(mapNoEPNodePorts)...)
-
-	add(chainReject, append(matchProto(TCP), &expr.Reject{Type: unix.NFT_REJECT_TCP_RST})...)
-	add(chainReject, &expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: icmpPortUnreachable})
 	return nil
 }
 

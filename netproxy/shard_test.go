@@ -68,7 +68,8 @@ func TestShardTableNames(t *testing.T) {
 
 // TestSplitChangePlacesByOwner: every element, chain and set of a full
 // change lands in exactly one shard, the shard of the service port it
-// names; node IPs go everywhere.
+// names; node IPs go everywhere; the no-endpoint elements go to no shard
+// (the base table has them).
 func TestSplitChangePlacesByOwner(t *testing.T) {
 	cfg := baseConfig()
 	cfg.Services = append(cfg.Services, genConfig(40, 2).Services...)
@@ -93,12 +94,15 @@ func TestSplitChangePlacesByOwner(t *testing.T) {
 		if len(p.AddChains) > 0 {
 			used++
 		}
-		for _, r := range append(slices.Clone(p.AddServiceIPs), p.AddNoEPIPs...) {
+		if len(p.AddNoEPIPs)+len(p.AddNoEPPorts) > 0 {
+			t.Errorf("shard %d has no-endpoint elements %v %v: they belong in the base table", i, p.AddNoEPIPs, p.AddNoEPPorts)
+		}
+		for _, r := range p.AddServiceIPs {
 			if shardOf(r.Ref, n) != i {
 				t.Errorf("%s (%s) placed in shard %d", r.Key, r.Ref, i)
 			}
 		}
-		for _, r := range append(slices.Clone(p.AddNodePorts), p.AddNoEPPorts...) {
+		for _, r := range p.AddNodePorts {
 			if shardOf(r.Ref, n) != i {
 				t.Errorf("node port %s (%s) placed in shard %d", r.Key, r.Ref, i)
 			}
@@ -109,22 +113,21 @@ func TestSplitChangePlacesByOwner(t *testing.T) {
 			}
 		}
 		merged.AddServiceIPs = append(merged.AddServiceIPs, p.AddServiceIPs...)
-		merged.AddNoEPIPs = append(merged.AddNoEPIPs, p.AddNoEPIPs...)
 		merged.AddNodePorts = append(merged.AddNodePorts, p.AddNodePorts...)
-		merged.AddNoEPPorts = append(merged.AddNoEPPorts, p.AddNoEPPorts...)
 		merged.AddChains = append(merged.AddChains, p.AddChains...)
 		merged.AddSets = append(merged.AddSets, p.AddSets...)
+	}
+	if len(full.AddNoEPIPs) == 0 || len(full.AddNoEPPorts) == 0 {
+		t.Errorf("the configuration has no service without endpoints: %d addresses, %d node ports", len(full.AddNoEPIPs), len(full.AddNoEPPorts))
 	}
 	if used < 2 {
 		t.Fatalf("the chains use %d of %d shards", used, n)
 	}
 	for what, l := range map[string][2]int{
-		"service-ips":           {len(merged.AddServiceIPs), len(full.AddServiceIPs)},
-		"no-endpoint-services":  {len(merged.AddNoEPIPs), len(full.AddNoEPIPs)},
-		"service-nodeports":     {len(merged.AddNodePorts), len(full.AddNodePorts)},
-		"no-endpoint-nodeports": {len(merged.AddNoEPPorts), len(full.AddNoEPPorts)},
-		"chains":                {len(merged.AddChains), len(full.AddChains)},
-		"sets":                  {len(merged.AddSets), len(full.AddSets)},
+		"service-ips":       {len(merged.AddServiceIPs), len(full.AddServiceIPs)},
+		"service-nodeports": {len(merged.AddNodePorts), len(full.AddNodePorts)},
+		"chains":            {len(merged.AddChains), len(full.AddChains)},
+		"sets":              {len(merged.AddSets), len(full.AddSets)},
 	} {
 		if l[0] != l[1] || l[1] == 0 {
 			t.Errorf("%s: %d placed of %d", what, l[0], l[1])
@@ -152,9 +155,9 @@ func mapKeys(t *testing.T, ns *testNS, table, m string) []string {
 }
 
 // TestOneChangeTouchesOneShard: at 4 shards, every service address is in
-// exactly one table's maps (the shard of its chain), and one endpoint
-// change rewrites exactly one shard table, leaving the others as they
-// were.
+// exactly one table's maps (the shard of its chain; the base table for
+// those without endpoints), and one endpoint change rewrites exactly one
+// shard table, leaving the others as they were.
 func TestOneChangeTouchesOneShard(t *testing.T) {
 	requireRoot(t)
 	ns := newTestNS(t)
@@ -169,21 +172,32 @@ func TestOneChangeTouchesOneShard(t *testing.T) {
 		t.Fatalf("tables %v, want %v", tables, want)
 	}
 	seen := map[string]string{} // service address → table
-	for i := 0; i < testShards; i++ {
-		table := shardTableName(DefaultTable, i)
-		for _, m := range []string{mapServiceIPs, mapNoEPServices} {
-			for _, e := range mapKeys(t, ns, table, m) {
-				key, target, _ := strings.Cut(e, " : goto ")
-				if prev, dup := seen[key]; dup {
-					t.Errorf("%s is in %s and in %s", key, prev, table)
-				}
-				seen[key] = table
-				if target != chainReject && shardOf(target, testShards) != i {
-					t.Errorf("%s goes to %s, which belongs in shard %d, from %s", key, target, shardOf(target, testShards), table)
-				}
+	see := func(table, m string, check func(key, target string)) {
+		for _, e := range mapKeys(t, ns, table, m) {
+			key, target, _ := strings.Cut(e, " : goto ")
+			if prev, dup := seen[key]; dup {
+				t.Errorf("%s is in %s and in %s", key, prev, table)
 			}
+			seen[key] = table
+			check(key, target)
 		}
 	}
+	for i := 0; i < testShards; i++ {
+		table := shardTableName(DefaultTable, i)
+		see(table, mapServiceIPs, func(key, target string) {
+			if shardOf(target, testShards) != i {
+				t.Errorf("%s goes to %s, which belongs in shard %d, from %s", key, target, shardOf(target, testShards), table)
+			}
+		})
+		if m := mapKeys(t, ns, table, mapNoEPServices); len(m) > 0 {
+			t.Errorf("shard table %s has no-endpoint elements %v", table, m)
+		}
+	}
+	see(DefaultTable, mapNoEPServices, func(key, target string) {
+		if target != chainReject {
+			t.Errorf("%s, without endpoints, goes to %s", key, target)
+		}
+	})
 	if len(seen) != 40 {
 		t.Errorf("%d service addresses programmed, want 40: %v", len(seen), seen)
 	}
