@@ -46,6 +46,7 @@ const (
 	dnsperfThreads  = 2
 	dnsperfMaxOut   = 500 // -q: outstanding queries (dnsperf's default, 100, leaves the server idle between bursts)
 	dnsperfDuration = 10  // seconds per run
+	dnsperfPeakRuns = 3   // peak-rate runs per server (the median is reported)
 	dnsQueryNames   = 1000
 	dnsBenchIP      = "10.43.0.10"
 	dnsCoreDNSIP    = "10.43.0.11"
@@ -79,12 +80,22 @@ func benchDNS(t *table, label string, netnsPath string, server netip.Addr, names
 	if err != nil {
 		return err
 	}
-	peak, err := runDNSPerf(netnsPath, server, file, 0, false)
-	if err != nil {
-		t.add("DNS max QPS (dnsperf), "+label, "failed: "+err.Error(), "≥ 75,000")
-		return err
+	// The peak rate swings by ±10% from one run to the next on this shared
+	// machine: the median of dnsperfPeakRuns runs is reported, with the
+	// range.
+	var runs []*dnsperfResult
+	for range dnsperfPeakRuns {
+		r, err := runDNSPerf(netnsPath, server, file, 0, false)
+		if err != nil {
+			t.add("DNS max QPS (dnsperf), "+label, "failed: "+err.Error(), "≥ 75,000")
+			return err
+		}
+		runs = append(runs, r)
 	}
-	t.add("DNS max QPS (dnsperf), "+label, fmt.Sprintf("%.0f/s  (%d of %d lost; %s)", peak.qps, peak.lost, peak.sent, peak.rcodes), "≥ 75,000")
+	sort.Slice(runs, func(i, j int) bool { return runs[i].qps < runs[j].qps })
+	peak := runs[len(runs)/2]
+	t.add("DNS max QPS (dnsperf), "+label, fmt.Sprintf("%.0f/s median of %d runs of %d s (%.0f–%.0f; median run: %d of %d lost; %s)",
+		peak.qps, len(runs), dnsperfDuration, runs[0].qps, runs[len(runs)-1].qps, peak.lost, peak.sent, peak.rcodes), "≥ 75,000")
 
 	half := int(peak.qps / 2)
 	lat, err := runDNSPerf(netnsPath, server, file, half, true)
