@@ -213,22 +213,22 @@ func TestApplyAfterCreate(t *testing.T) {
 		"before-first-apply Update": {".data.a", ".data.b"}, "alice Apply": {".data.a", ".data.c"}})
 }
 
-func TestApplyDeployment(t *testing.T) {
-	e := newEnv(t)
-	path := deployments + "/web"
-	manifest := func(image string, containers ...string) string {
-		s := `apiVersion: apps/v1
+// deploymentManifest is the YAML of Deployment name (label app: name, 2
+// replicas) whose container "web" runs image on port 80; each of extra adds
+// a busybox container of that name.
+func deploymentManifest(name, image string, extra ...string) string {
+	s := `apiVersion: apps/v1
 kind: Deployment
 metadata:
-  name: web
-  labels: {app: web}
+  name: ` + name + `
+  labels: {app: ` + name + `}
 spec:
   replicas: 2
   selector:
-    matchLabels: {app: web}
+    matchLabels: {app: ` + name + `}
   template:
     metadata:
-      labels: {app: web}
+      labels: {app: ` + name + `}
     spec:
       containers:
       - name: web
@@ -236,10 +236,17 @@ spec:
         ports:
         - containerPort: 80
 `
-		for _, c := range containers {
-			s += "      - name: " + c + "\n        image: busybox\n"
-		}
-		return s + "status:\n  replicas: 7\n"
+	for _, c := range extra {
+		s += "      - name: " + c + "\n        image: busybox\n"
+	}
+	return s
+}
+
+func TestApplyDeployment(t *testing.T) {
+	e := newEnv(t)
+	path := deployments + "/web"
+	manifest := func(image string, containers ...string) string {
+		return deploymentManifest("web", image, containers...) + "status:\n  replicas: 7\n"
 	}
 	var d appsv1.Deployment
 	e.apply(path, "ci", manifest("nginx:1.27", "log"), 201, &d)

@@ -42,26 +42,7 @@ func kubectlApplyFlow(t *testing.T, e *testEnv, k *kubectl) {
 	mustContain(t, "managed fields", out, "managedFields:", "manager: kubectl\n", "manager: other\n", "operation: Apply", "f:keep: {}", "f:mode: {}")
 
 	// A Deployment: apply, change the image; a dry run changes nothing.
-	deploy := func(image string) string {
-		return `apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: ssa-web
-spec:
-  replicas: 2
-  selector:
-    matchLabels: {app: ssa-web}
-  template:
-    metadata:
-      labels: {app: ssa-web}
-    spec:
-      containers:
-      - name: web
-        image: ` + image + `
-        ports:
-        - containerPort: 80
-`
-	}
+	deploy := func(image string) string { return deploymentManifest("ssa-web", image) }
 	out = k.run(deploy("nginx:1.27"), "apply", "--server-side", "-f", "-")
 	mustContain(t, "deployment apply", out, "deployment.apps/ssa-web serverside-applied")
 	out = k.run(deploy("nginx:1.28"), "apply", "--server-side", "--dry-run=server", "-f", "-")
