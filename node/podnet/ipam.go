@@ -44,7 +44,9 @@ type stateFile struct {
 }
 
 // ipam is the persisted allocation table of one node. It is not safe for
-// concurrent use; Network.mu guards it.
+// concurrent use; Network.mu guards it. Changes are made in memory and
+// numbered (gen); save, or Network.commit for many callers at once, makes
+// them durable. Nothing may use a record before a save covers it.
 type ipam struct {
 	path   string
 	cidr   *net.IPNet
@@ -53,6 +55,8 @@ type ipam struct {
 	pods   map[string]podRecord
 	byIP   map[uint32]string // address → pod ID, for addresses inside cidr
 	byVeth map[string]string // host veth name → pod ID
+	gen    uint64            // bumped by every change
+	saved  uint64            // the gen the file on disk holds
 }
 
 func ip4ToU32(ip net.IP) uint32 { return binary.BigEndian.Uint32(ip.To4()) }
@@ -172,17 +176,18 @@ func vethNameFor(podID string, salt int) string {
 	return hostVethPrefix + hex.EncodeToString(sum[:])[:12]
 }
 
-// put reserves (or rewrites) a pod's record and persists the table. If
-// allocate is set, a new address is taken; otherwise r.IP is kept. On error
-// nothing changes.
-func (a *ipam) put(podID string, r podRecord, allocate bool) (podRecord, error) {
+// put reserves (or rewrites) a pod's record in memory and returns it with
+// the generation that holds it. If allocate is set, a new address is taken;
+// otherwise r.IP is kept. On error nothing changes.
+func (a *ipam) put(podID string, r podRecord, allocate bool) (podRecord, uint64, error) {
 	old, hadOld := a.pods[podID]
 	if allocate {
 		v, err := a.nextFree()
 		if err != nil {
-			return podRecord{}, err
+			return podRecord{}, 0, err
 		}
 		r.IP = u32ToIP4(v).String()
+		a.last = v
 	}
 	if r.Veth == "" {
 		for salt := 0; ; salt++ {
@@ -194,28 +199,18 @@ func (a *ipam) put(podID string, r podRecord, allocate bool) (podRecord, error) 
 		}
 	}
 	a.apply(podID, old, hadOld, r, true)
-	if err := a.save(); err != nil {
-		a.apply(podID, r, true, old, hadOld) // roll back
-		return podRecord{}, err
-	}
-	if allocate {
-		a.last = ip4ToU32(net.ParseIP(r.IP))
-	}
-	return r, nil
+	a.gen++
+	return r, a.gen, nil
 }
 
-// remove forgets a pod and persists the table. Unknown pods are a no-op.
-func (a *ipam) remove(podID string) error {
-	old, ok := a.pods[podID]
-	if !ok {
-		return nil
+// remove forgets a pod in memory and returns the generation without it.
+// Unknown pods change nothing.
+func (a *ipam) remove(podID string) uint64 {
+	if old, ok := a.pods[podID]; ok {
+		a.apply(podID, old, true, podRecord{}, false)
+		a.gen++
 	}
-	a.apply(podID, old, true, podRecord{}, false)
-	if err := a.save(); err != nil {
-		a.apply(podID, podRecord{}, false, old, true)
-		return err
-	}
-	return nil
+	return a.gen
 }
 
 // apply swaps a pod's record in the in-memory indexes.
@@ -240,19 +235,29 @@ func (a *ipam) apply(podID string, from podRecord, hadFrom bool, to podRecord, h
 	}
 }
 
-// save writes the table atomically: temp file, fsync, rename, fsync dir.
-func (a *ipam) save() error {
+// encode returns the table as the file holds it, and its generation.
+func (a *ipam) encode() ([]byte, uint64, error) {
 	st := stateFile{Version: stateVersion, PodCIDR: a.cidr.String(), Pods: a.pods}
 	if a.last >= a.lo && a.last <= a.hi {
 		st.Last = u32ToIP4(a.last).String()
 	}
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
+		return nil, 0, err
+	}
+	return append(b, '\n'), a.gen, nil
+}
+
+// save writes the table atomically (temp file, fsync, rename, fsync dir).
+func (a *ipam) save() error {
+	b, gen, err := a.encode()
+	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(a.path, append(b, '\n')); err != nil {
+	if err := writeFileAtomic(a.path, b); err != nil {
 		return fmt.Errorf("saving pod IP allocations: %w", err)
 	}
+	a.saved = max(a.saved, gen)
 	return nil
 }
 

@@ -7,7 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -21,12 +23,18 @@ func TestIPAMAllocatePersistRelease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r1, err := a.put("p1", podRecord{NetNS: "/ns/p1"}, true)
+	r1, _, err := a.put("p1", podRecord{NetNS: "/ns/p1"}, true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r2, err := a.put("p2", podRecord{NetNS: "/ns/p2"}, true)
+	r2, _, err := a.put("p2", podRecord{NetNS: "/ns/p2"}, true)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if a.saved != 0 {
+		t.Errorf("put wrote the table (saved gen %d); commits do that", a.saved)
+	}
+	if err := a.save(); err != nil {
 		t.Fatal(err)
 	}
 	if r1.IP != "10.42.3.2" || r2.IP != "10.42.3.3" {
@@ -50,18 +58,22 @@ func TestIPAMAllocatePersistRelease(t *testing.T) {
 	}
 
 	// Next-fit: a freed address is not the next one handed out.
-	if err := b.remove("p1"); err != nil {
-		t.Fatal(err)
-	}
-	r3, err := b.put("p3", podRecord{}, true)
+	gen := b.remove("p1")
+	r3, _, err := b.put("p3", podRecord{}, true)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if b.gen != gen+1 {
+		t.Errorf("generations: remove %d, then put → %d", gen, b.gen)
 	}
 	if r3.IP != "10.42.3.4" {
 		t.Errorf("after freeing .2, next = %s; want 10.42.3.4 (next-fit)", r3.IP)
 	}
-	if err := b.remove("never"); err != nil {
-		t.Errorf("removing unknown pod: %v", err)
+	if g := b.remove("never"); g != b.gen || g != gen+1 {
+		t.Errorf("removing an unknown pod changed the generation to %d", g)
+	}
+	if err := b.save(); err != nil {
+		t.Fatal(err)
 	}
 	c, err := openIPAM(dir, cidr)
 	if err != nil {
@@ -71,7 +83,7 @@ func TestIPAMAllocatePersistRelease(t *testing.T) {
 		t.Errorf("persisted after release (-want +got):\n%s", diff)
 	}
 	// The cursor survives too.
-	r4, _ := c.put("p4", podRecord{}, true)
+	r4, _, _ := c.put("p4", podRecord{}, true)
 	if r4.IP != "10.42.3.5" {
 		t.Errorf("after reload next = %s, want 10.42.3.5", r4.IP)
 	}
@@ -85,7 +97,7 @@ func TestIPAMNeverTwiceAndExhaustion(t *testing.T) {
 	seen := map[string]string{}
 	for i := range 253 { // .2 ... .254
 		id := fmt.Sprintf("p%d", i)
-		r, err := a.put(id, podRecord{}, true)
+		r, _, err := a.put(id, podRecord{}, true)
 		if err != nil {
 			t.Fatalf("allocation %d: %v", i, err)
 		}
@@ -97,7 +109,7 @@ func TestIPAMNeverTwiceAndExhaustion(t *testing.T) {
 		}
 		seen[r.IP] = id
 	}
-	_, err = a.put("extra", podRecord{}, true)
+	_, _, err = a.put("extra", podRecord{}, true)
 	if !errors.Is(err, ErrNoFreeIP) {
 		t.Fatalf("full CIDR: %v, want ErrNoFreeIP", err)
 	}
@@ -110,10 +122,8 @@ func TestIPAMNeverTwiceAndExhaustion(t *testing.T) {
 	// Churn: release and reallocate many times; live addresses stay unique.
 	for i := range 300 {
 		victim := fmt.Sprintf("p%d", i%253)
-		if err := a.remove(victim); err != nil {
-			t.Fatal(err)
-		}
-		r, err := a.put(victim, podRecord{}, true)
+		a.remove(victim)
+		r, _, err := a.put(victim, podRecord{}, true)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -149,7 +159,10 @@ func TestIPAMRejectsBadState(t *testing.T) {
 func TestIPAMOutOfRangeRecordKept(t *testing.T) {
 	dir := t.TempDir()
 	old, _ := openIPAM(dir, mustCIDR("10.42.3.0/24"))
-	if _, err := old.put("p", podRecord{NetNS: "/ns/p"}, true); err != nil {
+	if _, _, err := old.put("p", podRecord{NetNS: "/ns/p"}, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.save(); err != nil {
 		t.Fatal(err)
 	}
 	// The node's CIDR changed: the record stays (for teardown) but reserves
@@ -162,7 +175,7 @@ func TestIPAMOutOfRangeRecordKept(t *testing.T) {
 	if !ok || a.inRange("p", r) {
 		t.Fatalf("record %+v ok=%v inRange=%v", r, ok, a.inRange("p", r))
 	}
-	r2, err := a.put("q", podRecord{}, true)
+	r2, _, err := a.put("q", podRecord{}, true)
 	if err != nil || r2.IP != "10.42.4.2" {
 		t.Errorf("new allocation %q %v", r2.IP, err)
 	}
@@ -214,5 +227,94 @@ table ip shoal_podnet {
 	}
 	if got := nftScript(mustCIDR("10.42.3.0/24"), nil); got != "table ip shoal_podnet {}\ndelete table ip shoal_podnet\n" {
 		t.Errorf("disabled script:\n%s", got)
+	}
+}
+
+// TestCommitGroupsWrites checks commit's group commit without namespaces:
+// changes made while a write is in flight share the next write, every
+// caller returns with its change on disk, and a failed write is retried
+// by the next commit.
+func TestCommitGroupsWrites(t *testing.T) {
+	dir := t.TempDir()
+	cidr := mustCIDR("10.42.3.0/24")
+	a, err := openIPAM(dir, cidr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &Network{ipam: a}
+
+	const pods = 10
+	n.saveMu.Lock() // a write in flight
+	var wg sync.WaitGroup
+	errs := make(chan error, pods)
+	for i := range pods {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id := fmt.Sprintf("p%d", i)
+			n.mu.Lock()
+			r, gen, err := n.ipam.put(id, podRecord{}, true)
+			n.mu.Unlock()
+			if err == nil {
+				err = n.commit(gen)
+			}
+			if err != nil {
+				errs <- err
+				return
+			}
+			onDisk, err := openIPAM(dir, cidr)
+			if err != nil {
+				errs <- err
+				return
+			}
+			if got, _ := onDisk.get(id); got.IP != r.IP {
+				errs <- fmt.Errorf("commit of %s returned before its record (%s) was on disk: %+v", id, r.IP, got)
+			}
+		}()
+	}
+	for {
+		n.mu.Lock()
+		gen := n.ipam.gen
+		n.mu.Unlock()
+		if gen == pods {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	n.saveMu.Unlock()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if n.writes != 1 {
+		t.Errorf("%d changes made during one write took %d writes, want 1", pods, n.writes)
+	}
+	if n.ipam.saved != pods {
+		t.Errorf("saved generation %d, want %d", n.ipam.saved, pods)
+	}
+	if err := n.commit(n.ipam.gen); err != nil || n.writes != 1 {
+		t.Errorf("commit with nothing new: err %v, writes %d (want no write)", err, n.writes)
+	}
+
+	// A failed write keeps the change in memory; the next commit saves it.
+	n.ipam.path = filepath.Join(dir, "missing-dir", stateFileName)
+	gen := n.ipam.remove("p0")
+	if err := n.commit(gen); err == nil {
+		t.Fatal("commit into a missing directory succeeded")
+	}
+	n.ipam.path = filepath.Join(dir, stateFileName)
+	if _, ok := n.ipam.get("p0"); ok {
+		t.Error("failed commit brought p0 back")
+	}
+	if err := n.commit(n.ipam.gen); err != nil {
+		t.Fatal(err)
+	}
+	onDisk, err := openIPAM(dir, cidr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := onDisk.get("p0"); ok || len(onDisk.pods) != pods-1 {
+		t.Errorf("after the retried commit the file holds %v", onDisk.ids())
 	}
 }
