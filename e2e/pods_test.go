@@ -526,6 +526,47 @@ func containerPID(t testing.TB, containerID string) string {
 	return best
 }
 
+// parentPID is the parent of process pid.
+func parentPID(t testing.TB, pid string) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// pid (comm) state ppid ...: comm may hold spaces, so count from ')'.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) < 2 {
+		t.Fatalf("short /proc/%s/stat: %q", pid, b)
+	}
+	return f[1]
+}
+
+// cpuCgroupOf is the cgroup of process pid in the hierarchy with the v1 cpu
+// controller, or its cgroup v2 path on a host without one.
+func cpuCgroupOf(t testing.TB, pid string) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + pid + "/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unified := ""
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		if parts[0] == "0" && parts[1] == "" {
+			unified = parts[2]
+		}
+		for _, c := range strings.Split(parts[1], ",") {
+			if c == "cpu" {
+				return parts[2]
+			}
+		}
+	}
+	return unified
+}
+
 func execCommand(name string, args ...string) ([]byte, error) {
 	return exec.Command(name, args...).CombinedOutput()
 }
@@ -783,6 +824,13 @@ func TestPodChurnLeaksNothing(t *testing.T) {
 	}
 	if ms, _ := filepath.Glob("/sys/fs/cgroup/*/shoal/pod-" + string(probe.UID)); len(ms) == 0 {
 		t.Errorf("no cgroup found for a running pod")
+	}
+	// The container's shim (the parent of its init) shares out CPU with the
+	// other shims and runc calls in one cgroup, not as a peer of the agent.
+	if p, err := cs.CoreV1().Pods("default").Get(ctx, "probe", metav1.GetOptions{}); err != nil || len(p.Status.ContainerStatuses) != 1 {
+		t.Errorf("probe pod status: %v", err)
+	} else if cg := cpuCgroupOf(t, parentPID(t, containerPID(t, strings.TrimPrefix(p.Status.ContainerStatuses[0].ContainerID, "containerd://")))); cg != "/shoal/runtime" {
+		t.Errorf("the probe's shim is in CPU cgroup %q, want /shoal/runtime", cg)
 	}
 	if ents, _ := os.ReadDir(filepath.Join(n1.DataDir, "podnet", "netns")); len(ents) != 1 {
 		t.Errorf("pod namespaces with one pod running: %d", len(ents))

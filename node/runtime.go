@@ -21,6 +21,15 @@ import (
 
 const containerdDir = "containerd"
 
+// shimCgroup groups the containers' shims, runc calls and loggers for CPU
+// (containerd.Config.ShimCgroup), next to the pods' own cgroups under
+// /shoal: a burst of pod starts on a small node then cannot starve the
+// agent's Raft heartbeats, as it did when each of some thirty runc and shim
+// processes weighed as much as the agent (a leader stepped down on the
+// 2-core bench machine, contact lost for 230 ms). Shared by the nodes of
+// a `shoal local` cluster.
+const shimCgroup = "/shoal/runtime"
+
 // startRuntime connects the node to containerd: the daemon at
 // --containerd-socket, or a private daemon the node starts and supervises
 // under its data dir. Without containerd on the machine the node runs
@@ -47,6 +56,7 @@ func (n *Node) startRuntime(ctx context.Context) (stop func()) {
 		daemon, cfg = d, d.RuntimeConfig()
 	}
 	cfg.Logf = func(format string, args ...any) { n.log.Info("runtime: " + fmt.Sprintf(format, args...)) }
+	cfg.ShimCgroup = shimCgroup
 	// Container output goes through `shoal container-logger`, a child of
 	// the shim: it outlives this process and rotates the CRI-format logs.
 	// The small shoal-logger next to the executable costs a container far

@@ -22,6 +22,7 @@ var (
 	cgroupOnce   sync.Once
 	cgroupRoots  []string // every mounted cgroup hierarchy (v1 and v2)
 	memoryRoot   string   // the v1 memory hierarchy, or ""
+	cpuRoot      string   // the v1 cpu hierarchy, or ""
 	unifiedRoot  string   // the v2 hierarchy, or ""
 	errNoCgroups = errors.New("no cgroup hierarchies mounted")
 )
@@ -54,12 +55,36 @@ func loadCgroupMounts() {
 		case "cgroup":
 			cgroupRoots = append(cgroupRoots, mnt)
 			for _, o := range strings.Split(super, ",") {
-				if o == "memory" {
+				switch o {
+				case "memory":
 					memoryRoot = mnt
+				case "cpu":
+					cpuRoot = mnt
 				}
 			}
 		}
 	}
+}
+
+// ensureCPUCgroup creates the cgroup path (e.g. "/shoal/runtime") in the
+// hierarchy that shares out CPU time: the v1 cpu controller's, or the
+// unified one when there is no v1 cpu hierarchy. Only that one: a v1 cpuset
+// child starts without CPUs and could take no process, and containerd's
+// shim skips the hierarchies where the path is missing.
+func ensureCPUCgroup(path string) error {
+	cgroupOnce.Do(loadCgroupMounts)
+	root := cpuRoot
+	if root == "" {
+		root = unifiedRoot
+	}
+	if root == "" {
+		return errNoCgroups
+	}
+	rel := filepath.Clean("/" + path)
+	if rel == "/" {
+		return fmt.Errorf("refusing to use the root cgroup")
+	}
+	return os.MkdirAll(filepath.Join(root, rel), 0o755)
 }
 
 // RemoveCgroup deletes the cgroup at path (e.g. "/shoal/<id>") in every

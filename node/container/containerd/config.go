@@ -29,6 +29,13 @@ type Config struct {
 	// CgroupParent is the parent cgroup of containers whose spec gives none;
 	// "" is "/<Namespace>".
 	CgroupParent string
+	// ShimCgroup, when set, is the cgroup (in the CPU hierarchy) that each
+	// container's shim joins, and with it the runc calls the shim makes and
+	// the logging binary: under a burst of container starts they compete
+	// for CPU as one group instead of dozens of processes each as heavy as
+	// the agent itself (whose Raft heartbeats must stay on time). "" leaves
+	// them in the daemon's cgroup.
+	ShimCgroup string
 	// DialTimeout bounds connecting to the daemon in New.
 	DialTimeout time.Duration
 	// LogBinary, when set, is the containerd logging binary (an absolute
@@ -80,7 +87,7 @@ func (c Config) Validate() error {
 	if c.Snapshotter == "" || c.Runtime == "" {
 		return errors.New("containerd: snapshotter and runtime must be set")
 	}
-	for name, p := range map[string]string{"runc root": c.RuncRoot, "fifo dir": c.FIFODir, "cgroup parent": c.CgroupParent} {
+	for name, p := range map[string]string{"runc root": c.RuncRoot, "fifo dir": c.FIFODir, "cgroup parent": c.CgroupParent, "shim cgroup": c.ShimCgroup} {
 		if p != "" && !filepath.IsAbs(p) {
 			return fmt.Errorf("containerd: %s %q is not absolute", name, p)
 		}

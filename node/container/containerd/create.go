@@ -96,5 +96,5 @@ func (r *Runtime) dropOrphanSnapshot(ctx context.Context, id string) bool {
 }
 
 func (r *Runtime) runcOptions() *runcopts.Options {
-	return &runcopts.Options{Root: r.cfg.RuncRoot}
+	return &runcopts.Options{Root: r.cfg.RuncRoot, ShimCgroup: r.cfg.ShimCgroup}
 }

@@ -47,6 +47,12 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connecting to containerd at %s: %w", cfg.Address, err)
 	}
+	if cfg.ShimCgroup != "" {
+		if err := ensureCPUCgroup(cfg.ShimCgroup); err != nil {
+			cfg.logf("shims stay in the daemon's cgroup: creating %s: %v", cfg.ShimCgroup, err)
+			cfg.ShimCgroup = ""
+		}
+	}
 	life, cancel := context.WithCancel(context.Background())
 	r := &Runtime{cfg: cfg, client: client, exits: exitq.New(), life: life, cancel: cancel, waiters: make(map[string]*waiter)}
 	if err := r.adopt(ctx); err != nil {
