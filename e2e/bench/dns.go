@@ -84,6 +84,7 @@ func benchDNS(t *table, label string, netnsPath string, server netip.Addr, names
 	// machine: the median of dnsperfPeakRuns runs is reported, with the
 	// range.
 	var runs []*dnsperfResult
+	settle("DNS, " + label)
 	for range dnsperfPeakRuns {
 		r, err := runDNSPerf(netnsPath, server, file, 0, false)
 		if err != nil {

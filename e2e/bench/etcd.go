@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,13 +15,18 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/encoding/protowire"
+
 	"github.com/shoal-dev/shoal/node/localcluster"
 )
 
 // etcdPeer runs Debian's etcd 3.4 as a three-member cluster in the same
 // network namespaces the Shoal cluster used (its agents stopped first), and
 // drives puts through its HTTP/JSON gateway the way the Shoal benchmark
-// drives ConfigMap creates: same machine, same run, same client pool.
+// drives ConfigMap creates (same machine, same run, same client pool), and
+// through its native gRPC API.
 type etcdPeer struct {
 	c     *localcluster.Cluster
 	procs []*exec.Cmd
@@ -139,5 +145,54 @@ func (e *etcdPeer) load(ctx context.Context, ip string, clients int, dur time.Du
 	return runLoad(clients, dur, func(seq int64) error {
 		key := base64.StdEncoding.EncodeToString(fmt.Appendf(nil, "k-%d", seq))
 		return e.post(ctx, hc, ip, "/v3/kv/put", map[string]string{"key": key, "value": value}, nil)
+	})
+}
+
+// rawCodec hands gRPC protobuf bytes encoded by hand: the bench speaks
+// etcd's native KV API without importing etcd's client module (whose gRPC
+// version would fight containerd's).
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) ([]byte, error) { return *v.(*[]byte), nil }
+func (rawCodec) Unmarshal(data []byte, v any) error {
+	*v.(*[]byte) = append((*v.(*[]byte))[:0], data...)
+	return nil
+}
+func (rawCodec) Name() string { return "proto" }
+
+// etcdGRPCConns is how many gRPC connections the native load shares (etcd's
+// own benchmark tool multiplexes its clients over --conns connections).
+const etcdGRPCConns = 8
+
+// loadGRPC puts 256-byte values through ip over etcd's native gRPC API
+// (etcdserverpb.KV/Put), the protocol the etcd figures came from.
+func (e *etcdPeer) loadGRPC(ctx context.Context, ip string, clients int, dur time.Duration) (loadResult, error) {
+	var conns []*grpc.ClientConn
+	defer func() {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	}()
+	for range min(clients, etcdGRPCConns) {
+		cc, err := grpc.DialContext(ctx, ip+":2379",
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+				return e.c.DialContext(ctx, "tcp", addr)
+			}),
+			grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
+		if err != nil {
+			return loadResult{}, err
+		}
+		conns = append(conns, cc)
+	}
+	value := bytes.Repeat([]byte("x"), 256)
+	return runLoad(clients, dur, func(seq int64) error {
+		// PutRequest{key = 1, value = 2}
+		req := protowire.AppendTag(nil, 1, protowire.BytesType)
+		req = protowire.AppendBytes(req, fmt.Appendf(nil, "g-%d", seq))
+		req = protowire.AppendTag(req, 2, protowire.BytesType)
+		req = protowire.AppendBytes(req, value)
+		var resp []byte
+		return conns[int(seq)%len(conns)].Invoke(ctx, "/etcdserverpb.KV/Put", &req, &resp)
 	})
 }

@@ -186,6 +186,7 @@ func run(bin string, dur time.Duration, kills int, idle time.Duration, pods, sch
 			role = "follower"
 		}
 		for _, clients := range []int{1, 16, 100} {
+			settle(fmt.Sprintf("writes via %s, %d clients", role, clients))
 			res, err := writeLoad(ctx, hc, n.IP, fmt.Sprintf("b-%s-%d", role, clients), clients, dur)
 			if err != nil {
 				return err
@@ -230,11 +231,12 @@ func run(bin string, dur time.Duration, kills int, idle time.Duration, pods, sch
 			add("etcd 3.4 side by side", "not run: "+err.Error(), "")
 		} else {
 			ips, _ := e.leader(ctx, e.client(1))
-			for _, v := range []struct {
+			runs := []struct {
 				role    string
 				ip      string
 				clients int
-			}{{"leader", ips[0], 1}, {"leader", ips[0], 16}, {"leader", ips[0], 100}, {"follower", ips[1], 100}} {
+			}{{"leader", ips[0], 1}, {"leader", ips[0], 16}, {"leader", ips[0], 100}, {"follower", ips[1], 100}}
+			for _, v := range runs {
 				res, err := e.load(ctx, v.ip, v.clients, dur)
 				if err != nil {
 					add(fmt.Sprintf("etcd 3.4 puts via %s, %d clients", v.role, v.clients), "failed: "+err.Error(), "")
@@ -242,6 +244,16 @@ func run(bin string, dur time.Duration, kills int, idle time.Duration, pods, sch
 				}
 				add(fmt.Sprintf("etcd 3.4 puts via %s, %d clients (HTTP gateway, no TLS)", v.role, v.clients),
 					fmt.Sprintf("%.0f/s  p50 %s  p99 %s  errors %d", res.rate, ms(res.p50), ms(res.p99), res.errors), "same machine, same run")
+			}
+			for _, v := range runs {
+				name := fmt.Sprintf("etcd 3.4 puts via %s, %d clients (gRPC, no TLS)", v.role, v.clients)
+				res, err := e.loadGRPC(ctx, v.ip, v.clients, dur)
+				if err != nil {
+					add(name, "failed: "+err.Error(), "")
+					continue
+				}
+				add(name, fmt.Sprintf("%.0f/s  p50 %s  p99 %s  errors %d", res.rate, ms(res.p50), ms(res.p99), res.errors),
+					"the protocol of the issue's etcd figures")
 			}
 			e.stop()
 		}

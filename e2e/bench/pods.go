@@ -189,11 +189,14 @@ func (b *podBench) run(ctx context.Context, t *table) error {
 		return fmt.Errorf("shoal image import on %s: %v\n%s", timedNode, err, out)
 	}
 	leader := "?"
-	if hc, err := c.HTTPClient(); err == nil {
-		if l, _, err := roles(ctx, c, hc); err == nil {
-			leader = l
-		}
+	hc, err := c.HTTPClient()
+	if err != nil {
+		return err
 	}
+	if l, _, err := roles(ctx, c, hc); err == nil {
+		leader = l
+	}
+	termBefore := raftTerm(ctx, hc, c)
 	t.add("pods: cluster", fmt.Sprintf("3 nodes; API, image import and timed pods on %s; raft leader %s", timedNode, leader), "")
 
 	// RSS with no pods, once the agent has settled after the import.
@@ -247,6 +250,7 @@ func (b *podBench) run(ctx context.Context, t *table) error {
 	// created, interleaved with bare starts on the same containerd.
 	var seq []*podTimes
 	var bareSeq, bareLogSeq []bareTimes
+	settle("sequential pod starts")
 	for i := 0; i < seqPods; i++ {
 		pt, err := b.create(ctx, fmt.Sprintf("seq-%d", i), timedNode)
 		if err != nil {
@@ -308,6 +312,7 @@ func (b *podBench) run(ctx context.Context, t *table) error {
 
 	// The same concurrency straight on n1's containerd, as the agent
 	// configures it (with the logger): the floor for the concurrent pods.
+	settle("concurrent bare starts")
 	cpu0 := readCPU(n1.PID, ctrdPID)
 	bstart := time.Now()
 	bares := make([]bareTimes, concPods)
@@ -332,6 +337,7 @@ func (b *podBench) run(ctx context.Context, t *table) error {
 	t.add("  bare concurrent: CPU", cpu1.sub(cpu0), "")
 
 	// Concurrent starts on n1.
+	settle("concurrent pod starts")
 	cpu0 = readCPU(n1.PID, ctrdPID)
 	conc, wall, err := b.startMany(ctx, "conc", concPods, func(int) string { return timedNode })
 	if err != nil {
@@ -355,6 +361,7 @@ func (b *podBench) run(ctx context.Context, t *table) error {
 
 	// Burst across the three nodes.
 	nodes := []string{"n1", "n2", "n3"}
+	settle("the burst")
 	cpu0 = readCPU(n1.PID, ctrdPID)
 	burst, wall, err := b.startMany(ctx, "burst", burstPods, func(i int) string { return nodes[i%len(nodes)] })
 	if err != nil {
@@ -377,6 +384,8 @@ func (b *podBench) run(ctx context.Context, t *table) error {
 		return err
 	}
 	t.add(fmt.Sprintf("burst teardown: %d deletes → all gone", burstPods), secs(wall), "")
+	termAfter := raftTerm(ctx, hc, c)
+	t.add("raft elections during the pod starts and teardowns", fmt.Sprintf("%d (term %d → %d)", termAfter-termBefore, termBefore, termAfter), "0: pod bursts starve no heartbeat")
 
 	// 100 pods on n1 for the agent's RSS.
 	_, wall, err = b.startMany(ctx, "rss", rssPods, func(int) string { return timedNode })
@@ -1042,9 +1051,33 @@ func readCPU(agentPID, ctrdPID int) cpuSample {
 func (s cpuSample) sub(s0 cpuSample) string {
 	const hz = 100 // USER_HZ
 	wall := s.at.Sub(s0.at).Seconds()
-	busy := float64(s.busy-s0.busy) / float64(max(s.total-s0.total, 1))
+	busy := s.busyFrac(s0)
 	return fmt.Sprintf("machine %.0f%% busy over %.1f s (%d cores, everyone's load); %s agent %.2f s, containerd %.2f s CPU",
 		100*busy, wall, runtime.NumCPU(), timedNode, float64(s.agent-s0.agent)/hz, float64(s.containerd-s0.containerd)/hz)
+}
+
+// busyFrac is the fraction of the machine's CPU time that was busy between
+// s0 and s.
+func (s cpuSample) busyFrac(s0 cpuSample) float64 {
+	return float64(s.busy-s0.busy) / float64(max(s.total-s0.total, 1))
+}
+
+// settle waits, up to settleMax, until the machine is quiet (under
+// settleBusy of its CPU busy over a second), so that what an earlier stage
+// left running (exiting processes, page-cache writeback, namespaces being
+// freed) is not timed as the next stage's cost.
+func settle(what string) {
+	const settleBusy, settleMax = 0.10, 30 * time.Second
+	deadline := time.Now().Add(settleMax)
+	for {
+		s0 := readCPU(0, 0)
+		time.Sleep(time.Second)
+		busy := readCPU(0, 0).busyFrac(s0)
+		if busy < settleBusy || time.Now().After(deadline) {
+			fmt.Fprintf(os.Stderr, "bench: before %s: machine %.0f%% busy\n", what, 100*busy)
+			return
+		}
+	}
 }
 
 // procTicks is a process's user+system CPU time in clock ticks.
