@@ -438,9 +438,9 @@ func TestImagePulls(t *testing.T) {
 		h.create(newPod("always", c))
 		h.waitPod("always", "running", running("app", 0))
 		if !slices.ContainsFunc(h.rt.Calls(), func(c containertest.Call) bool {
-			return c.Op == containertest.OpPullImage && c.ID == "docker.io/library/busybox:latest"
+			return c.Op == containertest.OpPullImage && c.ID == "docker.io/library/busybox:latest" && c.Refresh
 		}) {
-			t.Error("imagePullPolicy Always did not try to pull")
+			t.Error("imagePullPolicy Always did not try to pull with Refresh (the tag re-resolved at its registry)")
 		}
 	})
 

@@ -620,7 +620,7 @@ func (pw *podWorker) ensureImage(ctx context.Context, pod *corev1.Pod, c *corev1
 		}
 		return img, nil
 	}
-	opts := container.PullOptions{Registry: a.cfg.PullFromRegistries}
+	opts := container.PullOptions{Registry: a.cfg.PullFromRegistries, Refresh: c.ImagePullPolicy == corev1.PullAlways}
 	if a.cfg.Mirrors != nil {
 		opts.Mirrors = a.cfg.Mirrors(ref)
 	}
@@ -629,7 +629,7 @@ func (pw *podWorker) ensureImage(ctx context.Context, pod *corev1.Pod, c *corev1
 	}
 	start := a.cfg.Now()
 	pulled, perr := a.cfg.Runtime.PullImage(ctx, ref, opts)
-	if perr == nil && err != nil {
+	if perr == nil && (err != nil || pulled.Digest != img.Digest) { // new, or refreshed (Always)
 		a.event(pod, c.Name, isInit, corev1.EventTypeNormal, "Pulled", "Successfully pulled image %q in %s", c.Image, a.cfg.Now().Sub(start).Round(time.Millisecond))
 	}
 	if perr != nil {

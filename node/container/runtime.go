@@ -100,6 +100,13 @@ type PullOptions struct {
 	// Registry also asks the registry named in the ref (over https, with
 	// anonymous token auth) when no mirror has the image.
 	Registry bool
+	// Refresh (imagePullPolicy: Always) asks the ref's registry, with
+	// Registry set, what the ref names now even when an image by that name
+	// is present, and pulls from the registry when that differs from the
+	// local copy. Peers are not asked: each serves whatever it was given
+	// under a tag, and only the registry says which is current. When the
+	// registry cannot answer, the local copy stands.
+	Refresh bool
 	// Progress, when set, is called once per blob (manifest, config,
 	// layer) downloaded, never concurrently. It must not block.
 	Progress func(PullProgress)

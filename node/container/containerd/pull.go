@@ -43,8 +43,16 @@ func (r *Runtime) PullImage(ctx context.Context, ref string, opts container.Pull
 	}
 	defer unlock()
 	ctx = r.ns(ctx)
-	if img, err := r.presentImage(ctx, name); !errors.Is(err, container.ErrNotFound) {
-		return img, err
+	img, err := r.presentImage(ctx, name)
+	if !errors.Is(err, container.ErrNotFound) {
+		if err != nil || !opts.Refresh || !opts.Registry {
+			return img, err
+		}
+		if !r.stale(ctx, name, img) {
+			return img, nil
+		}
+		// The registry names something else now: pull it from there.
+		opts.Mirrors = nil
 	}
 	sources, registry, err := pullSources(name, opts)
 	if err != nil {
@@ -73,6 +81,30 @@ func (r *Runtime) PullImage(ctx context.Context, ref string, opts container.Pull
 		return container.Image{}, wrapErr(err, "pulling image %s from %s", name, res.resolvedFrom())
 	}
 	return r.describe(ctx, i.Metadata())
+}
+
+// refreshTimeout bounds asking a registry about a present image: a node
+// cut off from it starts its containers from the local copy without waiting
+// out connection timeouts.
+const refreshTimeout = 5 * time.Second
+
+// stale reports whether the ref's registry resolves name to another
+// digest than the present image's. A registry that cannot answer (or a
+// name it cannot be asked about) leaves the image as it is.
+func (r *Runtime) stale(ctx context.Context, name string, img container.Image) bool {
+	sources, _, err := pullSources(name, container.PullOptions{Registry: true})
+	if err != nil || len(sources) == 0 {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, refreshTimeout)
+	defer cancel()
+	res := &pullResolver{ref: name, sources: sources}
+	_, desc, err := res.Resolve(log.WithLogger(ctx, quietLog), name)
+	if err != nil {
+		r.cfg.logf("image %s: keeping the local copy (%s): %v", name, img.Digest, err)
+		return false
+	}
+	return desc.Digest.String() != img.Digest
 }
 
 // presentImage returns the image called name if present, unpacking it

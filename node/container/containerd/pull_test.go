@@ -14,6 +14,7 @@ import (
 	"github.com/containerd/containerd/images"
 
 	"github.com/shoal-dev/shoal/node/container"
+	"github.com/shoal-dev/shoal/node/container/image"
 )
 
 // Two daemons, as two nodes: an image imported into A is pulled by B
@@ -239,6 +240,71 @@ func TestPullFromRegistry(t *testing.T) {
 	// Asked as the registry itself: no ns.
 	if n := hits.count("HEAD /v2/team/app/manifests/v1 200"); n != 1 {
 		t.Errorf("requests %q", hits.get())
+	}
+}
+
+// With Refresh (imagePullPolicy: Always) a present image is checked
+// against its registry: the same digest costs one HEAD and no download, a
+// new one is pulled from the registry (not from the peers, which may hold
+// the old one under the tag), and an unreachable registry leaves the local
+// copy in place.
+func TestPullRefresh(t *testing.T) {
+	rtReg, rtPeer, rtB := newRuntime(t, sharedDaemon(t)), newRuntime(t, startDaemon(t)), newRuntime(t, startDaemon(t))
+	ctx := context.Background()
+	hits := &requestLog{}
+	mux := http.NewServeMux()
+	mux.Handle("/v2/", hits.wrap(rtReg.RegistryHandler()))
+	registry, srv := serveTLS(t, mux)
+	saved := registryTransport
+	registryTransport = registry.Client.Transport
+	t.Cleanup(func() { registryTransport = saved })
+
+	ref := registry.Host + "/team/app:v1"
+	oldArchive, oldRes := buildBusybox(t, ref, image.WithCreated(time.Unix(1, 0)))
+	newArchive, newRes := buildBusybox(t, ref, image.WithCreated(time.Unix(2, 0)))
+	if oldRes.ManifestDigest == newRes.ManifestDigest {
+		t.Fatal("the two builds have one digest")
+	}
+	importArchive(t, rtB, oldArchive)
+	importArchive(t, rtPeer, oldArchive) // a peer with the old image under the tag
+	importArchive(t, rtReg, oldArchive)
+	peerHits := &requestLog{}
+	peer := serveMirror(t, rtPeer, peerHits)
+	opts := container.PullOptions{Mirrors: []container.Mirror{peer}, Registry: true, Refresh: true}
+
+	// Same digest at the registry: a HEAD, nothing fetched.
+	img, err := rtB.PullImage(ctx, ref, opts)
+	if err != nil || img.Digest != oldRes.ManifestDigest {
+		t.Fatalf("refresh with the registry unchanged: %+v, %v", img, err)
+	}
+	if got := hits.get(); len(got) != 1 || !strings.HasPrefix(got[0], "HEAD /v2/team/app/manifests/v1 ") {
+		t.Errorf("registry requests %q, want one HEAD", got)
+	}
+
+	// The registry's tag moves: the new image comes from the registry.
+	importArchive(t, rtReg, newArchive)
+	img, err = rtB.PullImage(ctx, ref, opts)
+	if err != nil || img.Digest != newRes.ManifestDigest || img.Ref != ref {
+		t.Fatalf("refresh after the tag moved: %+v, %v (want digest %s)", img, err, newRes.ManifestDigest)
+	}
+	if n := len(peerHits.get()); n != 0 {
+		t.Errorf("the peer was asked %q", peerHits.get())
+	}
+	if got, err := rtB.GetImage(ctx, ref); err != nil || got.Digest != newRes.ManifestDigest {
+		t.Errorf("stored image after refresh: %+v, %v", got, err)
+	}
+	id := run(t, rtB, container.ContainerSpec{Image: ref, Command: []string{"true"}, LogPath: "/dev/null"})
+	if e := waitExit(t, rtB, id, 10*time.Second); e.ExitCode != 0 {
+		t.Errorf("exit %+v", e)
+	}
+
+	// Without Registry, or with the registry down, the local copy stands.
+	if img, err := rtB.PullImage(ctx, ref, container.PullOptions{Refresh: true}); err != nil || img.Digest != newRes.ManifestDigest {
+		t.Errorf("refresh without Registry: %+v, %v", img, err)
+	}
+	srv.Close()
+	if img, err := rtB.PullImage(ctx, ref, opts); err != nil || img.Digest != newRes.ManifestDigest {
+		t.Errorf("refresh with the registry down: %+v, %v", img, err)
 	}
 }
 

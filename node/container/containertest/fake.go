@@ -60,9 +60,10 @@ type Fault struct {
 
 // Call is one recorded call.
 type Call struct {
-	Op    Op
-	ID    string
-	Grace time.Duration // StopContainer only
+	Op      Op
+	ID      string
+	Grace   time.Duration // StopContainer only
+	Refresh bool          // PullImage only: PullOptions.Refresh
 }
 
 // StopBehaviour is how a fake container reacts to StopContainer.

@@ -313,7 +313,9 @@ func (f *Fake) PullImage(ctx context.Context, ref string, opts container.PullOpt
 // pullLocked does PullImage's work; the returned func reports progress
 // once the lock is released.
 func (f *Fake) pullLocked(ctx context.Context, ref string, opts container.PullOptions) (container.Image, func(), error) {
-	if err := f.beginLocked(OpPullImage, ref, 0); err != nil {
+	err := f.beginLocked(OpPullImage, ref, 0)
+	f.calls[len(f.calls)-1].Refresh = opts.Refresh
+	if err != nil {
 		return container.Image{}, nil, err
 	}
 	name, err := container.NormalizeRef(ref)
