@@ -79,9 +79,16 @@ func DefaultConfig() Config {
 		// with `make bench` on a saturated 2-core machine: no spurious
 		// elections under the write runs; leader kill → next committed
 		// write p99 0.70 s (0.74–1.13 s with 300 ms).
-		HeartbeatTimeout:   250 * time.Millisecond,
-		ElectionTimeout:    250 * time.Millisecond,
-		LeaderLeaseTimeout: 200 * time.Millisecond,
+		HeartbeatTimeout: 250 * time.Millisecond,
+		ElectionTimeout:  250 * time.Millisecond,
+		// A leader steps down when it has not heard from a quorum for this
+		// long. As long as raft allows (the heartbeat timeout): under a
+		// burst of pod starts on the saturated 2-core bench machine (run
+		// queue above 100, 10–25% steal) contact gaps of 200–270 ms came
+		// by the dozen, and at 200 ms a leader stepped down mid-burst. It
+		// does not slow failover, which the followers' heartbeat timeout
+		// decides.
+		LeaderLeaseTimeout: 250 * time.Millisecond,
 		// The idle tick that tells followers the commit index. The batcher
 		// nudges after every batch (batcher.nudge) and read indexes skip
 		// the trailing barriers (lastCommandAtOrBelow), so this only bounds

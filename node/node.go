@@ -256,7 +256,7 @@ func (n *Node) Run(ctx context.Context) error {
 	// Zero values leave the consensus defaults in place.
 	rcfg.SnapshotThreshold, rcfg.SnapshotInterval, rcfg.CommitTimeout = n.cfg.SnapshotThreshold, n.cfg.SnapshotInterval, n.cfg.CommitTimeout
 	if hb := n.cfg.HeartbeatTimeout; hb > 0 {
-		rcfg.HeartbeatTimeout, rcfg.ElectionTimeout, rcfg.LeaderLeaseTimeout = hb, hb, hb*5/6
+		rcfg.HeartbeatTimeout, rcfg.ElectionTimeout, rcfg.LeaderLeaseTimeout = hb, hb, hb
 	}
 	var err error
 	if n.raft, err = consensus.New(rcfg); err != nil {
