@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -215,12 +216,7 @@ func TestPullFromRegistry(t *testing.T) {
 	rtA, rtB := newRuntime(t, sharedDaemon(t)), newRuntime(t, startDaemon(t))
 	ctx := context.Background()
 	hits := &requestLog{}
-	mux := http.NewServeMux()
-	mux.Handle("/v2/", hits.wrap(rtA.RegistryHandler()))
-	registry, _ := serveTLS(t, mux)
-	saved := registryTransport
-	registryTransport = registry.Client.Transport
-	t.Cleanup(func() { registryTransport = saved })
+	registry, _ := serveRegistry(t, rtA, hits)
 
 	ref := registry.Host + "/team/app:v1"
 	archive, res := buildBusybox(t, ref)
@@ -252,12 +248,7 @@ func TestPullRefresh(t *testing.T) {
 	rtReg, rtPeer, rtB := newRuntime(t, sharedDaemon(t)), newRuntime(t, startDaemon(t)), newRuntime(t, startDaemon(t))
 	ctx := context.Background()
 	hits := &requestLog{}
-	mux := http.NewServeMux()
-	mux.Handle("/v2/", hits.wrap(rtReg.RegistryHandler()))
-	registry, srv := serveTLS(t, mux)
-	saved := registryTransport
-	registryTransport = registry.Client.Transport
-	t.Cleanup(func() { registryTransport = saved })
+	registry, srv := serveRegistry(t, rtReg, hits)
 
 	ref := registry.Host + "/team/app:v1"
 	oldArchive, oldRes := buildBusybox(t, ref, image.WithCreated(time.Unix(1, 0)))
@@ -306,6 +297,21 @@ func TestPullRefresh(t *testing.T) {
 	if img, err := rtB.PullImage(ctx, ref, opts); err != nil || img.Digest != newRes.ManifestDigest {
 		t.Errorf("refresh with the registry down: %+v, %v", img, err)
 	}
+}
+
+// serveRegistry serves rt's content as an image registry would (no ?ns=,
+// hits counting requests) on loopback, and points the registry transport at
+// it for the test's duration: pulls "from the registry" of a ref naming the
+// returned host come here.
+func serveRegistry(t testing.TB, rt *Runtime, hits *requestLog) (container.Mirror, *httptest.Server) {
+	t.Helper()
+	mux := http.NewServeMux()
+	mux.Handle("/v2/", hits.wrap(rt.RegistryHandler()))
+	registry, srv := serveTLS(t, mux)
+	saved := registryTransport
+	registryTransport = registry.Client.Transport
+	t.Cleanup(func() { registryTransport = saved })
+	return registry, srv
 }
 
 // deleteImage removes an image and, synchronously, its content and
