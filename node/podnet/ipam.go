@@ -45,8 +45,8 @@ type stateFile struct {
 
 // ipam is the persisted allocation table of one node. It is not safe for
 // concurrent use; Network.mu guards it. Changes are made in memory and
-// numbered (gen); save, or Network.commit for many callers at once, makes
-// them durable. Nothing may use a record before a save covers it.
+// numbered (gen); Network.commit makes them durable, for many callers at
+// once. Nothing may use a record before a commit covers it.
 type ipam struct {
 	path   string
 	cidr   *net.IPNet
@@ -246,19 +246,6 @@ func (a *ipam) encode() ([]byte, uint64, error) {
 		return nil, 0, err
 	}
 	return append(b, '\n'), a.gen, nil
-}
-
-// save writes the table atomically (temp file, fsync, rename, fsync dir).
-func (a *ipam) save() error {
-	b, gen, err := a.encode()
-	if err != nil {
-		return err
-	}
-	if err := writeFileAtomic(a.path, b); err != nil {
-		return fmt.Errorf("saving pod IP allocations: %w", err)
-	}
-	a.saved = max(a.saved, gen)
-	return nil
 }
 
 // snapshot returns pod ID → address for every record.

@@ -16,6 +16,19 @@ import (
 
 // These tests need no privileges: the allocator is plain files.
 
+// save writes the table as Network.commit does, for a single caller.
+func (a *ipam) save() error {
+	b, gen, err := a.encode()
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(a.path, b); err != nil {
+		return err
+	}
+	a.saved = max(a.saved, gen)
+	return nil
+}
+
 func TestIPAMAllocatePersistRelease(t *testing.T) {
 	dir := t.TempDir()
 	cidr := mustCIDR("10.42.3.0/24")
