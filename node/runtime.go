@@ -23,11 +23,11 @@ const containerdDir = "containerd"
 
 // shimCgroup groups the containers' shims, runc calls and loggers for CPU
 // (containerd.Config.ShimCgroup), next to the pods' own cgroups under
-// /shoal: a burst of pod starts on a small node then cannot starve the
-// agent's Raft heartbeats, as it did when each of some thirty runc and shim
-// processes weighed as much as the agent (a leader stepped down on the
-// 2-core bench machine, contact lost for 230 ms). Shared by the nodes of
-// a `shoal local` cluster.
+// /shoal, so that a burst of pod starts competes with the agent as one
+// group rather than as some thirty runc and shim processes each weighing as
+// much as the agent (a leader's Raft heartbeats went 230 ms without contact
+// on the 2-core bench machine). Shared by the nodes of a `shoal local`
+// cluster.
 const shimCgroup = "/shoal/runtime"
 
 // startRuntime connects the node to containerd: the daemon at
