@@ -85,9 +85,10 @@ func DefaultConfig() Config {
 		// long. As long as raft allows (the heartbeat timeout): under a
 		// burst of pod starts on the saturated 2-core bench machine (run
 		// queue above 100, 10–25% steal) contact gaps of 200–270 ms came
-		// by the dozen, and at 200 ms a leader stepped down mid-burst. It
-		// does not slow failover, which the followers' heartbeat timeout
-		// decides.
+		// by the dozen, and at 200 ms a leader stepped down mid-burst. At
+		// 250 ms gaps of 250–310 ms still end a leadership there now and
+		// then. It does not slow failover, which the followers' heartbeat
+		// timeout decides.
 		LeaderLeaseTimeout: 250 * time.Millisecond,
 		// The idle tick that tells followers the commit index. The batcher
 		// nudges after every batch (batcher.nudge) and read indexes skip

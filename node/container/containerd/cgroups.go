@@ -66,6 +66,16 @@ func loadCgroupMounts() {
 	}
 }
 
+// cgroupRel cleans a cgroup path to an absolute one below the root; what
+// names the operation refused on the root itself.
+func cgroupRel(path, what string) (string, error) {
+	rel := filepath.Clean("/" + path)
+	if rel == "/" {
+		return "", fmt.Errorf("refusing to %s the root cgroup", what)
+	}
+	return rel, nil
+}
+
 // ensureCPUCgroup creates the cgroup path (e.g. "/shoal/runtime") in the
 // hierarchy that shares out CPU time: the v1 cpu controller's, or the
 // unified one when there is no v1 cpu hierarchy. Only that one: a v1 cpuset
@@ -80,9 +90,9 @@ func ensureCPUCgroup(path string) error {
 	if root == "" {
 		return errNoCgroups
 	}
-	rel := filepath.Clean("/" + path)
-	if rel == "/" {
-		return fmt.Errorf("refusing to use the root cgroup")
+	rel, err := cgroupRel(path, "use")
+	if err != nil {
+		return err
 	}
 	return os.MkdirAll(filepath.Join(root, rel), 0o755)
 }
@@ -95,9 +105,9 @@ func RemoveCgroup(path string) error {
 	if len(cgroupRoots) == 0 {
 		return errNoCgroups
 	}
-	rel := filepath.Clean("/" + path)
-	if rel == "/" {
-		return fmt.Errorf("refusing to remove the root cgroup")
+	rel, err := cgroupRel(path, "remove")
+	if err != nil {
+		return err
 	}
 	var errs []error
 	for _, root := range cgroupRoots {
