@@ -18,7 +18,7 @@ import (
 // serverConn is the server side of one request connection.
 type serverConn struct {
 	conn net.Conn
-	wmu  sync.Mutex // serializes frames
+	w    *frameWriter
 
 	mu        sync.Mutex
 	lastID    uint64 // guarded by mu: highest request id read for processing
@@ -66,10 +66,7 @@ func (sc *serverConn) goAway() {
 }
 
 func (sc *serverConn) write(id uint64, payload []byte, timeout time.Duration) {
-	sc.wmu.Lock()
-	defer sc.wmu.Unlock()
-	_ = sc.conn.SetWriteDeadline(time.Now().Add(timeout))
-	if _, err := sc.conn.Write(appendFrame(nil, id, payload)); err != nil {
+	if err := sc.w.write(id, payload, timeout); err != nil {
 		_ = sc.conn.Close()
 	}
 }
@@ -80,7 +77,7 @@ const goAwayWriteTimeout = time.Second
 // serveRPC serves one request connection of the given kind until it breaks,
 // the peer goes idle or the node shuts down. It closes conn.
 func (n *Node) serveRPC(kind byte, conn net.Conn) {
-	sc := &serverConn{conn: conn}
+	sc := &serverConn{conn: conn, w: newFrameWriter(conn)}
 	if !n.addServing(sc) {
 		sc.goAway() // shutting down: nothing sent on this connection will be read
 		_ = conn.Close()

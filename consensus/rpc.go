@@ -157,15 +157,18 @@ func encodeGoAway(last uint64) []byte {
 // muxConn is one client connection carrying concurrent requests.
 type muxConn struct {
 	conn  net.Conn
+	w     *frameWriter
 	reads atomic.Uint64 // frames read so far
-
-	wmu sync.Mutex // serializes frame writes
 
 	mu       sync.Mutex
 	nextID   uint64                // guarded by mu
 	pending  map[uint64]chan reply // guarded by mu; closed (unanswered) when the conn breaks
 	err      error                 // guarded by mu; set once the conn is broken
 	lastUsed time.Time             // guarded by mu
+}
+
+func newMuxConn(conn net.Conn) *muxConn {
+	return &muxConn{conn: conn, w: newFrameWriter(conn), pending: make(map[uint64]chan reply), lastUsed: time.Now()}
 }
 
 // usable reports whether new requests may be sent on m.
@@ -252,12 +255,7 @@ func (m *muxConn) call(ctx context.Context, payload []byte) (r reply, sent bool,
 	m.lastUsed = time.Now()
 	m.mu.Unlock()
 
-	frame := appendFrame(make([]byte, 0, frameHeaderLen+len(payload)), id, payload)
-	m.wmu.Lock()
-	_ = m.conn.SetWriteDeadline(time.Now().Add(rpcWriteTimeout))
-	_, err = m.conn.Write(frame)
-	m.wmu.Unlock()
-	if err != nil {
+	if err := m.w.write(id, payload, rpcWriteTimeout); err != nil {
 		// A partly written frame is never acted on; the connection is unusable.
 		m.fail(fmt.Errorf("sending request: %w", err))
 		return reply{}, false, err
@@ -391,7 +389,7 @@ func (c *rpcClient) dial(ctx context.Context, key rpcKey, e *rpcEntry) {
 		}
 		return
 	}
-	mc := &muxConn{conn: conn, pending: make(map[uint64]chan reply), lastUsed: time.Now()}
+	mc := newMuxConn(conn)
 	e.mc = mc
 	c.wg.Go(func() {
 		mc.readLoop()

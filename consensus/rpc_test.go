@@ -17,7 +17,7 @@ import (
 func TestMuxGoAway(t *testing.T) {
 	client, server := net.Pipe()
 	defer server.Close()
-	m := &muxConn{conn: client, pending: make(map[uint64]chan reply), lastUsed: time.Now()}
+	m := newMuxConn(client)
 	done := make(chan struct{})
 	go func() { defer close(done); m.readLoop() }()
 	ctx := ctxTimeout(t, 10*time.Second)
@@ -74,7 +74,7 @@ func TestMuxGoAway(t *testing.T) {
 // an unknown outcome (sent=true).
 func TestMuxConnectionLoss(t *testing.T) {
 	client, server := net.Pipe()
-	m := &muxConn{conn: client, pending: make(map[uint64]chan reply), lastUsed: time.Now()}
+	m := newMuxConn(client)
 	done := make(chan struct{})
 	go func() { defer close(done); m.readLoop() }()
 	go func() {
