@@ -100,6 +100,7 @@ type req struct {
 	ct           string
 	accept       string
 	userAgent    string
+	ifNoneMatch  string
 	tls          *tls.ConnectionState
 	noTLS        bool
 }
@@ -130,6 +131,9 @@ func (e *testEnv) do(r req) *httptest.ResponseRecorder {
 	}
 	if r.accept != "" {
 		hr.Header.Set("Accept", r.accept)
+	}
+	if r.ifNoneMatch != "" {
+		hr.Header.Set("If-None-Match", r.ifNoneMatch)
 	}
 	if r.userAgent != "" {
 		hr.Header.Set("User-Agent", r.userAgent)

@@ -133,6 +133,16 @@ func kubectlFlow(t *testing.T, e *testEnv, k *kubectl) {
 		t.Logf("client %s", strings.SplitN(out[i:], "\n", 2)[0])
 	}
 
+	// Discovery from an empty cache: kubectl asks for the aggregated
+	// documents and needs no request per group version.
+	out = k.run("", "api-resources", "-v=6", "--cache-dir", t.TempDir())
+	mustContain(t, "api-resources", out, "GET", "/apis?", "deployments", "deploy", "apps/v1", "cronjobs", "priorityclasses")
+	for _, gv := range []string{"/api/v1?", "/apis/apps/v1?", "/apis/batch/v1?"} {
+		if strings.Contains(out, gv) {
+			t.Fatalf("api-resources fetched %s: the aggregated discovery documents were not used\n%s", gv, out)
+		}
+	}
+
 	out = k.run("", "get", "ns")
 	mustContain(t, "get ns", out, "NAME", "STATUS", "default", "Active", "kube-system")
 
