@@ -143,6 +143,21 @@ func kubectlFlow(t *testing.T, e *testEnv, k *kubectl) {
 		}
 	}
 
+	// explain reads the schemas and field documentation from /openapi/v3.
+	out = k.run("", "explain", "deployment.spec.strategy")
+	mustContain(t, "explain deployment.spec.strategy", out, "Deployment", "<DeploymentStrategy>",
+		"The deployment strategy to use to replace existing pods with new ones.", "rollingUpdate", "<RollingUpdateDeployment>")
+	out = k.run("", "explain", "pods.spec.containers.resources")
+	mustContain(t, "explain pods.spec.containers.resources", out, "<ResourceRequirements>", "limits", "<map[string]Quantity>",
+		"Limits describes the maximum amount of compute resources allowed.")
+	out = k.run("", "explain", "svc.spec.ports.targetPort")
+	mustContain(t, "explain svc.spec.ports.targetPort", out, "Service", "<IntOrString>", "Number or name of the port")
+	out = k.run("", "explain", "cm")
+	mustContain(t, "explain cm", out, "ConfigMap", "apiVersion", "APIVersion defines the versioned schema", "<ObjectMeta>", "binaryData")
+	if _, err := k.try("", "explain", "pods.spec.nosuchfield"); err == nil {
+		t.Fatal("explain of a field that does not exist succeeded")
+	}
+
 	out = k.run("", "get", "ns")
 	mustContain(t, "get ns", out, "NAME", "STATUS", "default", "Active", "kube-system")
 

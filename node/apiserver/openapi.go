@@ -15,13 +15,12 @@ import (
 	"github.com/shoal-dev/shoal/node/state"
 )
 
-// openAPI serves a small OpenAPI v3 description: one PATCH operation per
+// openAPI serves an OpenAPI v3 description: one PATCH operation per
 // resource carrying x-kubernetes-group-version-kind and the fieldValidation
 // parameter. That is what kubectl looks for to switch to server-side field
 // validation (fieldValidation=Strict) instead of validating on the client.
-// It has no schemas: `kubectl explain` is not supported, and because the
-// operations declare no request body kubectl computes strategic merge patches
-// from its compiled-in types.
+// Its components hold the schema of every kind and what it contains, with
+// the API's field documentation, for `kubectl explain` (see schemaGen).
 //
 // /openapi/v2 carries the same operations. kubectl 1.27 and 1.28 fail
 // `apply` when it is missing (their validator loads it unconditionally);
@@ -87,6 +86,7 @@ func newOpenAPI(version string) (*openAPI, error) {
 		{Name: "force", In: "query", Schema: map[string]string{"type": "boolean"}},
 	}
 	v2Paths := map[string]map[string]*oaV2Operation{}
+	schemas := map[string]*schemaGen{} // by gvPath
 	for _, k := range state.Kinds {
 		gvPath := "api/v1"
 		prefix := "/api/v1/"
@@ -96,7 +96,9 @@ func newOpenAPI(version string) (*openAPI, error) {
 		}
 		if paths[gvPath] == nil {
 			paths[gvPath] = map[string]*oaPath{}
+			schemas[gvPath] = newSchemaGen()
 		}
+		schemas[gvPath].kind(k.New(), k.Group, k.Version, k.Kind)
 		params := []oaParam{{Name: "name", In: "path", Required: true, Schema: str}}
 		p := prefix + k.Resource + "/{name}"
 		if k.Namespaced {
@@ -131,7 +133,7 @@ func newOpenAPI(version string) (*openAPI, error) {
 			"openapi":    "3.0.0",
 			"info":       map[string]string{"title": "Shoal Kubernetes API", "version": version},
 			"paths":      ps,
-			"components": map[string]any{"schemas": map[string]any{}},
+			"components": map[string]any{"schemas": schemas[gv].schemas},
 		}
 		b, err := json.Marshal(doc)
 		if err != nil {
