@@ -51,7 +51,7 @@ func newHarness(t *testing.T) *harness {
 		Store: store, Proposer: h.prop, Clock: clocktesting.NewFakeClock(time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)),
 		NewUID: func() types.UID { return types.UID(fmt.Sprintf("uid-%d", uids.Add(1))) },
 	})
-	t.Cleanup(h.pc.queue.ShutDown)
+	t.Cleanup(h.pc.ShutDown)
 	return h
 }
 
