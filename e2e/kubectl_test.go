@@ -147,6 +147,94 @@ stringData:
 	}
 }
 
+// TestKubectlRBAC: a user's kubeconfig from `shoal kubeconfig --user`, and
+// what RBAC lets that user do through another node, before and after an
+// admin binds a role, as kubectl shows it.
+func TestKubectlRBAC(t *testing.T) {
+	if _, err := os.Stat("/usr/bin/kubectl"); err != nil {
+		t.Skip("e2e: skipping: /usr/bin/kubectl not installed")
+	}
+	c := newCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	n2 := node(t, c, "n2")
+	kc, err := c.NodeCommand(ctx, "n2", shoalBinary(t), "kubeconfig", "--data-dir", n2.DataDir, "--user", "alice", "--group", "devs").Output()
+	if err != nil {
+		t.Fatalf("shoal kubeconfig --user: %v", err)
+	}
+	alicePath := t.TempDir() + "/alice.kubeconfig"
+	if err := os.WriteFile(alicePath, kc, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := c.NodeCommand(ctx, "n2", shoalBinary(t), "kubeconfig", "--data-dir", n2.DataDir, "--group", "devs").CombinedOutput(); err == nil {
+		t.Fatalf("--group without --user accepted: %s", out)
+	}
+	as := func(kubeconfig string, args ...string) (string, error) {
+		t.Helper()
+		cmd := c.Command(ctx, "/usr/bin/kubectl", args...)
+		cmd.Env = append(cmd.Env, "HOME="+t.TempDir())
+		if kubeconfig != "" {
+			cmd.Env = append(cmd.Env, "KUBECONFIG="+kubeconfig)
+		}
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	admin := func(args ...string) string {
+		t.Helper()
+		out, err := as("", args...)
+		if err != nil {
+			t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return out
+	}
+
+	// The leader creates the bootstrap policy; alice may discover and ask.
+	eventually(t, 30*time.Second, func() error {
+		out, err := as(alicePath, "auth", "can-i", "list", "pods")
+		if strings.TrimSpace(out) != "no" || err == nil {
+			return fmt.Errorf("can-i list pods before any binding: %q %v", out, err)
+		}
+		return nil
+	})
+	out, err := as(alicePath, "get", "pods")
+	if err == nil || !strings.Contains(out, `User "alice" cannot list resource "pods" in API group "" in the namespace "default"`) {
+		t.Fatalf("alice get pods: %v\n%s", err, out)
+	}
+	out = admin("get", "clusterroles")
+	for _, want := range []string{"cluster-admin", "admin", "edit", "view", "CREATED AT"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("get clusterroles lacks %q:\n%s", want, out)
+		}
+	}
+
+	admin("create", "namespace", "team")
+	admin("create", "rolebinding", "devs-edit", "--clusterrole=edit", "--group=devs", "-n", "team")
+	out = admin("get", "rolebinding", "devs-edit", "-n", "team", "-o", "wide")
+	for _, want := range []string{"ClusterRole/edit", "devs"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("get rolebinding -o wide lacks %q:\n%s", want, out)
+		}
+	}
+	eventually(t, 10*time.Second, func() error {
+		if out, err := as(alicePath, "create", "configmap", "x", "-n", "team", "--from-literal=a=b"); err != nil {
+			return fmt.Errorf("alice create configmap in team: %v: %s", err, out)
+		}
+		return nil
+	})
+	if out, err := as(alicePath, "auth", "can-i", "create", "deployments", "-n", "team"); err != nil || strings.TrimSpace(out) != "yes" {
+		t.Errorf("can-i create deployments -n team: %q %v", out, err)
+	}
+	if out, err := as(alicePath, "auth", "can-i", "create", "deployments", "-n", "default"); err == nil || strings.TrimSpace(out) != "no" {
+		t.Errorf("can-i create deployments -n default: %q %v", out, err)
+	}
+	if out, err := as(alicePath, "get", "clusterrolebindings"); err == nil || !strings.Contains(out, "forbidden") {
+		t.Errorf("alice get clusterrolebindings: %v\n%s", err, out)
+	}
+	if out, err := as(alicePath, "get", "configmap", "x", "-n", "team", "-o", "jsonpath={.data.a}"); err != nil || out != "b" {
+		t.Errorf("alice get configmap: %q %v", out, err)
+	}
+}
+
 func expectLine(t *testing.T, lines <-chan string, word string) {
 	t.Helper()
 	timeout := time.After(20 * time.Second)

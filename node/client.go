@@ -185,6 +185,14 @@ func (c *Client) Leave(ctx context.Context) error {
 
 // Kubeconfig returns an admin kubeconfig with a fresh client certificate.
 func (c *Client) Kubeconfig(ctx context.Context) ([]byte, error) {
+	return c.UserKubeconfig(ctx, "", nil, 0)
+}
+
+// UserKubeconfig returns a kubeconfig whose client certificate names user
+// (CN) and groups (O), valid for ttl; an empty user is the admin (group
+// system:masters) and a zero ttl the node's default (a year). What the user
+// may do is up to RBAC.
+func (c *Client) UserKubeconfig(ctx context.Context, user string, groups []string, ttl time.Duration) ([]byte, error) {
 	key, keyPEM, err := pki.NewKey()
 	if err != nil {
 		return nil, err
@@ -194,7 +202,8 @@ func (c *Client) Kubeconfig(ctx context.Context) ([]byte, error) {
 		return nil, err
 	}
 	var resp KubeconfigResponse
-	if err := c.do(ctx, http.MethodPost, "/internal/v1/kubeconfig", KubeconfigRequest{PublicKeyPEM: string(pub)}, &resp); err != nil {
+	req := KubeconfigRequest{PublicKeyPEM: string(pub), User: user, Groups: groups, TTL: ttl}
+	if err := c.do(ctx, http.MethodPost, "/internal/v1/kubeconfig", req, &resp); err != nil {
 		return nil, err
 	}
 	return RenderKubeconfig(resp, keyPEM), nil

@@ -8,6 +8,7 @@ import (
 	"github.com/shoal-dev/shoal/node/apiserver"
 	"github.com/shoal-dev/shoal/node/controller"
 	"github.com/shoal-dev/shoal/node/controller/apiservice"
+	"github.com/shoal-dev/shoal/node/controller/builtin"
 	"github.com/shoal-dev/shoal/node/controller/cronjob"
 	"github.com/shoal-dev/shoal/node/controller/daemonset"
 	"github.com/shoal-dev/shoal/node/controller/deployment"
@@ -21,6 +22,7 @@ import (
 	"github.com/shoal-dev/shoal/node/controller/servicelb"
 	"github.com/shoal-dev/shoal/node/controller/statefulset"
 	"github.com/shoal-dev/shoal/node/events"
+	"github.com/shoal-dev/shoal/node/rbac"
 )
 
 // controllerContext is what the leader's controllers are given.
@@ -59,6 +61,7 @@ func (n *Node) runControllers(ctx context.Context) {
 		endpoints.New(cc).Run,
 		servicelb.New(cc).Run,
 		priorityclass.New(cc).Run, // system-cluster-critical, system-node-critical
+		builtin.New(cc, "bootstrap RBAC policy", rbacBootstrap).Run,
 		// The kubernetes service: the API port of this node's configuration
 		// (nodes are expected to share it) behind the first service address.
 		apiservice.New(cc, apiservice.Config{
@@ -72,4 +75,18 @@ func (n *Node) runControllers(ctx context.Context) {
 		go func() { defer wg.Done(); run(ctx) }()
 	}
 	wg.Wait()
+}
+
+// rbacBootstrap is the built-in RBAC policy (cluster-admin for
+// system:masters, admin/edit/view, discovery for every authenticated user).
+func rbacBootstrap() []builtin.Object {
+	roles, bindings := rbac.Bootstrap()
+	var out []builtin.Object
+	for _, r := range roles {
+		out = append(out, builtin.Object{Resource: rbac.ResourceClusterRoles, Object: r})
+	}
+	for _, b := range bindings {
+		out = append(out, builtin.Object{Resource: rbac.ResourceClusterRoleBindings, Object: b})
+	}
+	return out
 }

@@ -27,6 +27,7 @@ func TestLayering(t *testing.T) {
 		{pkg: "node/podnet"},
 		{pkg: "node/container/..."},
 		{pkg: "node/admission", allowed: []string{"node/state"}},
+		{pkg: "node/rbac", tests: true, allowed: []string{"node/state"}},
 		{pkg: "node/scheduler", banned: []string{"os/exec", "k8s.io/client-go", "github.com/hashicorp/", "github.com/containerd/"}},
 		{pkg: "node/agent/...", tests: true, allowed: []string{"node/state", "node/container", "node/podnet", "node/events"}},
 	}

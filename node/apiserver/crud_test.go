@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/kube-openapi/pkg/spec3"
 
+	"github.com/shoal-dev/shoal/node/rbac"
 	"github.com/shoal-dev/shoal/node/state"
 )
 
@@ -68,7 +69,7 @@ func TestDiscovery(t *testing.T) {
 	for _, g := range groups.Groups {
 		names = append(names, g.PreferredVersion.GroupVersion)
 	}
-	if !slices.Equal(names, []string{"apps/v1", "batch/v1", "discovery.k8s.io/v1", "scheduling.k8s.io/v1"}) {
+	if !slices.Equal(names, []string{"apps/v1", "batch/v1", "discovery.k8s.io/v1", "scheduling.k8s.io/v1", "rbac.authorization.k8s.io/v1"}) {
 		t.Fatalf("/apis groups = %v", names)
 	}
 	find := func(path, name string) metav1.APIResource {
@@ -371,7 +372,7 @@ func TestUnavailable(t *testing.T) {
 
 func TestPanicsBecome500(t *testing.T) {
 	e := newEnv(t)
-	e.srv.authorize = func(*userInfo, string, string) bool { panic("boom") }
+	e.srv.authorize = func(rbac.Attributes) bool { panic("boom") }
 	w := e.do(req{method: "GET", path: "/api/v1/namespaces"})
 	if st := status(t, w); w.Code != http.StatusInternalServerError || st.Reason != metav1.StatusReasonInternalError {
 		t.Fatalf("code %d: %+v", w.Code, st)

@@ -158,6 +158,14 @@ func kubectlFlow(t *testing.T, e *testEnv, k *kubectl) {
 		t.Fatal("explain of a field that does not exist succeeded")
 	}
 
+	// RBAC: the admin may do anything; roles and bindings print as upstream.
+	out = k.run("", "auth", "can-i", "delete", "nodes")
+	mustContain(t, "auth can-i", out, "yes")
+	k.run("", "create", "clusterrole", "pod-reader", "--verb=get,list", "--resource=pods")
+	k.run("", "create", "rolebinding", "read-pods", "--clusterrole=pod-reader", "--user=bob", "-n", "default")
+	out = k.run("", "get", "rolebindings", "-o", "wide")
+	mustContain(t, "get rolebindings -o wide", out, "ROLE", "ClusterRole/pod-reader", "bob")
+
 	out = k.run("", "get", "ns")
 	mustContain(t, "get ns", out, "NAME", "STATUS", "default", "Active", "kube-system")
 

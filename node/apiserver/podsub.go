@@ -36,8 +36,7 @@ func (s *Server) servePodStream(rq *request) {
 		return
 	}
 	rq.verb = verb
-	if !s.authorize(rq.user, verb, rq.metricResource()) {
-		rq.fail(forbidden(rq, verb, rq.metricResource(), rq.name))
+	if !s.allowed(rq, verb) {
 		return
 	}
 	o, ok := s.store.Get("pods", rq.namespace, rq.name)

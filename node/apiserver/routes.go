@@ -49,6 +49,9 @@ func (s *Server) route(rq *request) {
 		s.serveResource(rq, "", strings.Split(p[len("/api/v1/"):], "/"))
 		return
 	case strings.HasPrefix(p, "/apis/"):
+		if s.serveReview(rq, p[len("/apis/"):]) {
+			return
+		}
 		segs := strings.Split(p[len("/apis/"):], "/")
 		if len(segs) >= 3 {
 			if _, ok := s.disc.groups[segs[0]]; ok && segs[1] == "v1" {
@@ -63,8 +66,7 @@ func (s *Server) route(rq *request) {
 		rq.fail(apierrors.NewMethodNotSupported(resourceGR(nil), rq.r.Method))
 		return
 	}
-	if !s.authorize(rq.user, "get", "") {
-		rq.fail(forbidden(rq, "get", "", p))
+	if !s.allowed(rq, "get") {
 		return
 	}
 	switch {
@@ -172,8 +174,7 @@ func (s *Server) serveResource(rq *request, group string, segs []string) {
 		rq.fail(apierrors.NewMethodNotSupported(rq.res.groupResource(), rq.r.Method))
 		return
 	}
-	if !s.authorize(rq.user, rq.verb, rq.metricResource()) {
-		rq.fail(forbidden(rq, rq.verb, rq.metricResource(), rq.name))
+	if !s.allowed(rq, rq.verb) {
 		return
 	}
 	if err := rq.checkDryRun(); err != nil {
@@ -208,22 +209,6 @@ func (s *Server) serveResource(rq *request, group string, segs []string) {
 	default:
 		rq.fail(apierrors.NewMethodNotSupported(rq.res.groupResource(), rq.r.Method))
 	}
-}
-
-func forbidden(rq *request, verb, resource, name string) error {
-	msg := fmt.Sprintf("User %q cannot %s", rq.user.Name, verb)
-	if resource != "" {
-		msg += fmt.Sprintf(" resource %q", resource)
-		if rq.namespace != "" {
-			msg += fmt.Sprintf(" in the namespace %q", rq.namespace)
-		}
-	} else {
-		msg += fmt.Sprintf(" path %q", name)
-	}
-	return &apierrors.StatusError{ErrStatus: metav1.Status{
-		Status: metav1.StatusFailure, Code: http.StatusForbidden, Reason: metav1.StatusReasonForbidden,
-		Message: "forbidden: " + msg + ": only the groups system:masters and system:nodes are authorized",
-	}}
 }
 
 func isTrue(v string) bool { return v == "true" || v == "1" }

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -25,9 +26,11 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/version"
 
+	"github.com/shoal-dev/shoal/node/rbac"
 	"github.com/shoal-dev/shoal/node/state"
 )
 
@@ -106,8 +109,10 @@ type Server struct {
 
 	// bookmarkInterval is how often a watch that asked for bookmarks gets one.
 	bookmarkInterval time.Duration
-	// authorize decides whether user may make a request; see defaultAuthorize.
-	authorize func(u *userInfo, verb, resource string) bool
+	// authorize decides whether a request may be made: RBAC over the
+	// local replica (node/rbac).
+	authorize func(a rbac.Attributes) bool
+	rbac      *rbac.Authorizer
 
 	consistentRead func(ctx context.Context) error
 	podStreams     PodStreamFunc
@@ -130,9 +135,10 @@ func New(cfg Config) (*Server, error) {
 		store: cfg.Store, prop: cfg.Proposer, now: cfg.Now, newUID: cfg.NewUID,
 		maxBody: cfg.MaxRequestBytes, version: cfg.Version, consistentRead: cfg.ConsistentRead, podStreams: cfg.PodStreams,
 		bookmarkInterval: time.Minute,
-		authorize:        defaultAuthorize,
+		rbac:             rbac.NewAuthorizer(cfg.Store),
 		nsBusy:           map[string]bool{},
 	}
+	s.authorize = s.rbac.Allowed
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -181,25 +187,48 @@ type userInfo struct {
 	Groups []string
 }
 
-// authenticate reads the identity from the verified client certificate. The
-// node's listener verifies certificates against the cluster CA
-// (tls.VerifyClientCertIfGiven), so a peer certificate here is a verified one.
+// authenticate reads the identity from the verified client certificate
+// (user = CN, groups = O, as Kubernetes does). The node's listener verifies
+// certificates against the cluster CA (tls.VerifyClientCertIfGiven), so a
+// peer certificate here is a verified one. Every authenticated user is also
+// in system:authenticated.
 func authenticate(r *http.Request) (*userInfo, bool) {
 	if r.TLS == nil || len(r.TLS.PeerCertificates) == 0 {
 		return nil, false
 	}
 	c := r.TLS.PeerCertificates[0]
-	return &userInfo{Name: c.Subject.CommonName, Groups: c.Subject.Organization}, true
+	groups := slices.Clone(c.Subject.Organization)
+	if !slices.Contains(groups, rbac.GroupAuthenticated) {
+		groups = append(groups, rbac.GroupAuthenticated)
+	}
+	return &userInfo{Name: c.Subject.CommonName, Groups: groups}, true
 }
 
-// defaultAuthorize allows the cluster administrators and the nodes everything
-// and everyone else nothing.
-func defaultAuthorize(u *userInfo, verb, resource string) bool {
-	for _, g := range u.Groups {
-		if g == "system:masters" || g == "system:nodes" {
-			return true
-		}
+// attributes describes rq, with verb, for the authorizer.
+func (rq *request) attributes(verb string) rbac.Attributes {
+	a := rbac.Attributes{User: rq.user.Name, Groups: rq.user.Groups, Verb: verb}
+	if rq.res == nil {
+		a.Path = rq.r.URL.Path
+		return a
 	}
+	a.ResourceRequest = true
+	a.APIGroup, a.Resource, a.Subresource = rq.res.Group, rq.res.Resource, rq.sub
+	a.Namespace, a.Name = rq.namespace, rq.name
+	return a
+}
+
+// allowed authorizes rq for verb; when it is not, it answers 403 and
+// reports false.
+func (s *Server) allowed(rq *request, verb string) bool {
+	a := rq.attributes(verb)
+	if s.authorize(a) {
+		return true
+	}
+	var gr schema.GroupResource
+	if a.ResourceRequest {
+		gr = schema.GroupResource{Group: a.APIGroup, Resource: a.Resource}
+	}
+	rq.fail(apierrors.NewForbidden(gr, a.Name, errors.New(rbac.Describe(a))))
 	return false
 }
 

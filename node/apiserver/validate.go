@@ -39,6 +39,8 @@ func nameValidator(r *resource) apivalidation.ValidateNameFunc {
 		return apivalidation.NameIsDNSLabel
 	case "services":
 		return apivalidation.NameIsDNS1035Label
+	case "roles", "clusterroles", "rolebindings", "clusterrolebindings":
+		return validateRBACName
 	}
 	return apivalidation.NameIsDNSSubdomain
 }
@@ -54,6 +56,9 @@ func validateObject(r *resource, obj, old state.Object) field.ErrorList {
 	}
 	if old != nil && old.GetDeletionTimestamp() != nil {
 		errs = append(errs, apivalidation.ValidateNoNewFinalizers(obj.GetFinalizers(), old.GetFinalizers(), field.NewPath("metadata", "finalizers"))...)
+	}
+	if rerrs, ok := validateRBAC(obj, old); ok {
+		return append(errs, rerrs...)
 	}
 	switch o := obj.(type) {
 	case *corev1.Pod:

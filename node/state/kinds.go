@@ -7,6 +7,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	schedulingv1 "k8s.io/api/scheduling/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -104,6 +105,10 @@ var Kinds = func() []*Kind {
 		kind[batchv1.CronJob, *batchv1.CronJob, batchv1.CronJobList, *batchv1.CronJobList]("batch", "v1", "CronJob", "cronjobs", true, true, []string{"cj"}, all),
 		kind[discoveryv1.EndpointSlice, *discoveryv1.EndpointSlice, discoveryv1.EndpointSliceList, *discoveryv1.EndpointSliceList]("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", true, false, nil, nil),
 		kind[schedulingv1.PriorityClass, *schedulingv1.PriorityClass, schedulingv1.PriorityClassList, *schedulingv1.PriorityClassList]("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", false, false, []string{"pc"}, nil),
+		kind[rbacv1.ClusterRole, *rbacv1.ClusterRole, rbacv1.ClusterRoleList, *rbacv1.ClusterRoleList]("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", false, false, nil, nil),
+		kind[rbacv1.ClusterRoleBinding, *rbacv1.ClusterRoleBinding, rbacv1.ClusterRoleBindingList, *rbacv1.ClusterRoleBindingList]("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", false, false, nil, nil),
+		kind[rbacv1.Role, *rbacv1.Role, rbacv1.RoleList, *rbacv1.RoleList]("rbac.authorization.k8s.io", "v1", "Role", "roles", true, false, nil, nil),
+		kind[rbacv1.RoleBinding, *rbacv1.RoleBinding, rbacv1.RoleBindingList, *rbacv1.RoleBindingList]("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", true, false, nil, nil),
 	}
 	for _, k := range ks {
 		switch k.Resource {

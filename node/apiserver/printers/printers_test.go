@@ -18,6 +18,7 @@ import (
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -175,6 +176,16 @@ var wantColumns = map[string][]col{
 	"scheduling.k8s.io/PriorityClass": {
 		{"Name", "string", "name", 0}, {"Value", "integer", "", 0}, {"Global-Default", "boolean", "", 0},
 		{"Age", "string", "", 0}, {"PreemptionPolicy", "string", "", 0},
+	},
+	"rbac.authorization.k8s.io/Role":        {{"Name", "string", "name", 0}, {"Created At", "date", "", 0}},
+	"rbac.authorization.k8s.io/ClusterRole": {{"Name", "string", "name", 0}, {"Created At", "date", "", 0}},
+	"rbac.authorization.k8s.io/RoleBinding": {
+		{"Name", "string", "name", 0}, {"Role", "string", "", 0}, {"Age", "string", "", 0},
+		{"Users", "string", "", 1}, {"Groups", "string", "", 1}, {"ServiceAccounts", "string", "", 1},
+	},
+	"rbac.authorization.k8s.io/ClusterRoleBinding": {
+		{"Name", "string", "name", 0}, {"Role", "string", "", 0}, {"Age", "string", "", 0},
+		{"Users", "string", "", 1}, {"Groups", "string", "", 1}, {"ServiceAccounts", "string", "", 1},
 	},
 }
 
@@ -1161,4 +1172,20 @@ func TestEndpointSlice(t *testing.T) {
 			Endpoints:   []discoveryv1.Endpoint{ep("10.0.0.1"), ep("10.0.0.2", "10.0.0.3"), ep("10.0.0.4"), ep("10.0.0.5")}},
 			want: []any{"s", "IPv4", "80,http,* + 1 more...", "10.0.0.1,10.0.0.2,10.0.0.3 + 2 more...", "5m"}},
 	})
+}
+
+func TestRoleBindingRow(t *testing.T) {
+	rb := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "dev", CreationTimestamp: metav1.NewTime(now.Add(-5 * time.Minute))},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "edit"},
+		Subjects: []rbacv1.Subject{
+			{Kind: "User", Name: "alice"}, {Kind: "Group", Name: "developers"}, {Kind: "User", Name: "bob"},
+			{Kind: "ServiceAccount", Namespace: "dev", Name: "ci"},
+		},
+	}
+	row := printRoleBinding(rb, now)
+	want := []any{"dev", "ClusterRole/edit", "5m", "alice, bob", "developers", "dev/ci"}
+	if !reflect.DeepEqual(row.Cells, want) {
+		t.Fatalf("cells %v, want %v", row.Cells, want)
+	}
 }

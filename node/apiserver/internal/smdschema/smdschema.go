@@ -97,10 +97,10 @@ func Subset(prefixes []string) ([]byte, error) {
 }
 
 // Served are the schema name prefixes of the API groups the server serves
-// (its scheme: core, apps, batch, autoscaling, discovery, scheduling).
+// (its scheme: core, apps, batch, autoscaling, discovery, scheduling, rbac).
 var Served = []string{
 	"io.k8s.api.core.v1.", "io.k8s.api.apps.v1.", "io.k8s.api.batch.v1.", "io.k8s.api.autoscaling.v1.",
-	"io.k8s.api.discovery.v1.", "io.k8s.api.scheduling.v1.",
+	"io.k8s.api.discovery.v1.", "io.k8s.api.scheduling.v1.", "io.k8s.api.rbac.v1.",
 }
 
 // Header starts the generated file.
