@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -233,6 +234,47 @@ func TestKubectlRBAC(t *testing.T) {
 	if out, err := as(alicePath, "get", "configmap", "x", "-n", "team", "-o", "jsonpath={.data.a}"); err != nil || out != "b" {
 		t.Errorf("alice get configmap: %q %v", out, err)
 	}
+
+	// Service accounts: every namespace gets "default"; a token from
+	// `kubectl create token` is a credential RBAC applies to.
+	eventually(t, 10*time.Second, func() error {
+		if out, err := as("", "get", "serviceaccount", "default", "-n", "team"); err != nil {
+			return fmt.Errorf("default service account of team: %v: %s", err, out)
+		}
+		return nil
+	})
+	admin("create", "serviceaccount", "ci", "-n", "team")
+	admin("create", "rolebinding", "ci-view", "--clusterrole=view", "--serviceaccount=team:ci", "-n", "team")
+	token := strings.TrimSpace(admin("create", "token", "ci", "-n", "team", "--duration=15m"))
+	server := admin("config", "view", "-o", "jsonpath={.clusters[0].cluster.server}")
+	caData := admin("config", "view", "--raw", "-o", "jsonpath={.clusters[0].cluster.certificate-authority-data}")
+	caPEM, err := base64.StdEncoding.DecodeString(caData)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPath := t.TempDir() + "/ca.crt"
+	if err := os.WriteFile(caPath, caPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	withToken := func(args ...string) (string, error) {
+		return as("/dev/null", append([]string{"--server", server, "--certificate-authority", caPath, "--token", token}, args...)...)
+	}
+	eventually(t, 10*time.Second, func() error {
+		if out, err := withToken("get", "configmap", "x", "-n", "team", "-o", "jsonpath={.data.a}"); err != nil || out != "b" {
+			return fmt.Errorf("get configmap with the ci token: %q %v", out, err)
+		}
+		return nil
+	})
+	if out, err := withToken("create", "configmap", "y", "-n", "team"); err == nil || !strings.Contains(out, `User "system:serviceaccount:team:ci" cannot create resource "configmaps"`) {
+		t.Errorf("ci token create configmap: %v\n%s", err, out)
+	}
+	admin("delete", "serviceaccount", "ci", "-n", "team")
+	eventually(t, 10*time.Second, func() error {
+		if out, err := withToken("get", "configmap", "x", "-n", "team"); err == nil || !strings.Contains(out, "provide credentials") { // kubectl's words for a 401
+			return fmt.Errorf("token of a deleted service account: %v %s", err, out)
+		}
+		return nil
+	})
 }
 
 func expectLine(t *testing.T, lines <-chan string, word string) {

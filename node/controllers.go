@@ -19,6 +19,7 @@ import (
 	"github.com/shoal-dev/shoal/node/controller/nodelifecycle"
 	"github.com/shoal-dev/shoal/node/controller/priorityclass"
 	"github.com/shoal-dev/shoal/node/controller/replicaset"
+	"github.com/shoal-dev/shoal/node/controller/serviceaccount"
 	"github.com/shoal-dev/shoal/node/controller/servicelb"
 	"github.com/shoal-dev/shoal/node/controller/statefulset"
 	"github.com/shoal-dev/shoal/node/events"
@@ -62,6 +63,7 @@ func (n *Node) runControllers(ctx context.Context) {
 		servicelb.New(cc).Run,
 		priorityclass.New(cc).Run, // system-cluster-critical, system-node-critical
 		builtin.New(cc, "bootstrap RBAC policy", rbacBootstrap).Run,
+		serviceaccount.New(cc).Run, // every namespace's "default"
 		// The kubernetes service: the API port of this node's configuration
 		// (nodes are expected to share it) behind the first service address.
 		apiservice.New(cc, apiservice.Config{

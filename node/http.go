@@ -51,6 +51,7 @@ func (n *Node) httpHandler() (http.Handler, *apiserver.Server, error) {
 		Version:         ServerVersion,
 		ConsistentRead:  n.consistentRead,
 		PodStreams:      n.servePodStream,
+		Tokens:          &clusterTokens{ca: n.clusterCA},
 	})
 	if err != nil {
 		return nil, nil, err

@@ -101,6 +101,7 @@ type req struct {
 	accept       string
 	userAgent    string
 	ifNoneMatch  string
+	bearer       string // Authorization: Bearer, over TLS without a client certificate
 	tls          *tls.ConnectionState
 	noTLS        bool
 }
@@ -138,7 +139,12 @@ func (e *testEnv) do(r req) *httptest.ResponseRecorder {
 	if r.userAgent != "" {
 		hr.Header.Set("User-Agent", r.userAgent)
 	}
+	if r.bearer != "" {
+		hr.Header.Set("Authorization", "Bearer "+r.bearer)
+	}
 	switch {
+	case r.bearer != "":
+		hr.TLS = &tls0
 	case r.noTLS:
 		hr.TLS = nil
 	case r.tls != nil:

@@ -131,6 +131,11 @@ func (s *Server) serveResource(rq *request, group string, segs []string) {
 			s.servePodStream(rq)
 			return
 		}
+		if rq.sub == "token" && rq.res.Resource == "serviceaccounts" && rq.res.Group == "" && rq.namespace != "" {
+			rq.query = rq.r.URL.Query()
+			s.serveTokenRequest(rq)
+			return
+		}
 		if !(rq.sub == "status" && rq.res.HasStatus) && !(rq.sub == "scale" && rq.res.scale) {
 			rq.fail(notFoundPath())
 			return

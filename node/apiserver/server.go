@@ -64,6 +64,9 @@ type Config struct {
 	// PodStreams serves pods/log, exec, attach and portforward; nil
 	// answers them with 503.
 	PodStreams PodStreamFunc
+	// Tokens issues and verifies service-account tokens; nil refuses
+	// TokenRequests (503) and bearer tokens.
+	Tokens Tokens
 	// ServiceCIDR is where cluster IPs come from (default 10.43.0.0/16);
 	// DNSIP is the cluster DNS address, never given to a Service (default
 	// 10.43.0.10).
@@ -113,6 +116,7 @@ type Server struct {
 	// local replica (node/rbac).
 	authorize func(a rbac.Attributes) bool
 	rbac      *rbac.Authorizer
+	tokens    Tokens
 
 	consistentRead func(ctx context.Context) error
 	podStreams     PodStreamFunc
@@ -136,6 +140,7 @@ func New(cfg Config) (*Server, error) {
 		maxBody: cfg.MaxRequestBytes, version: cfg.Version, consistentRead: cfg.ConsistentRead, podStreams: cfg.PodStreams,
 		bookmarkInterval: time.Minute,
 		rbac:             rbac.NewAuthorizer(cfg.Store),
+		tokens:           cfg.Tokens,
 		nsBusy:           map[string]bool{},
 	}
 	s.authorize = s.rbac.Allowed
@@ -251,8 +256,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	u, ok := authenticate(r)
 	if !ok {
-		rq.fail(apierrors.NewUnauthorized("Unauthorized: a client certificate signed by the cluster CA is required"))
-		return
+		var err error
+		if u, err = s.authenticateToken(r); err != nil {
+			msg := "Unauthorized: a client certificate signed by the cluster CA or a service-account token is required"
+			if !errors.Is(err, errNoCredentials) {
+				msg = "Unauthorized: " + err.Error()
+			}
+			rq.fail(apierrors.NewUnauthorized(msg))
+			return
+		}
 	}
 	rq.user = u
 	s.route(rq)

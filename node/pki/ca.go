@@ -2,6 +2,9 @@ package pki
 
 import (
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -316,4 +319,24 @@ func uniqueStrings(ss []string) []string {
 		}
 	}
 	return out
+}
+
+// ServiceAccountKey returns the key that signs service-account tokens. It
+// is derived from the CA key (HKDF-SHA256 to an Ed25519 seed), so every
+// node that holds the CA has the same one without another secret in the
+// replica, and it never signs certificates.
+func (ca *CA) ServiceAccountKey() (ed25519.PrivateKey, error) {
+	ek, ok := ca.Key.(*ecdsa.PrivateKey)
+	if !ok {
+		return nil, fmt.Errorf("service-account key: unsupported CA key type %T", ca.Key)
+	}
+	dk, err := ek.ECDH()
+	if err != nil {
+		return nil, fmt.Errorf("service-account key: %w", err)
+	}
+	seed, err := hkdf.Key(sha256.New, dk.Bytes(), nil, "shoal service-account token signing key v1", ed25519.SeedSize)
+	if err != nil {
+		return nil, fmt.Errorf("service-account key: %w", err)
+	}
+	return ed25519.NewKeyFromSeed(seed), nil
 }

@@ -94,6 +94,7 @@ var Kinds = func() []*Kind {
 		kind[corev1.Endpoints, *corev1.Endpoints, corev1.EndpointsList, *corev1.EndpointsList]("", "v1", "Endpoints", "endpoints", true, false, []string{"ep"}, nil),
 		kind[corev1.ConfigMap, *corev1.ConfigMap, corev1.ConfigMapList, *corev1.ConfigMapList]("", "v1", "ConfigMap", "configmaps", true, false, []string{"cm"}, nil),
 		kind[corev1.Secret, *corev1.Secret, corev1.SecretList, *corev1.SecretList]("", "v1", "Secret", "secrets", true, false, nil, nil),
+		kind[corev1.ServiceAccount, *corev1.ServiceAccount, corev1.ServiceAccountList, *corev1.ServiceAccountList]("", "v1", "ServiceAccount", "serviceaccounts", true, false, []string{"sa"}, nil),
 		kind[corev1.Event, *corev1.Event, corev1.EventList, *corev1.EventList]("", "v1", "Event", "events", true, false, []string{"ev"}, nil),
 		kind[corev1.PersistentVolume, *corev1.PersistentVolume, corev1.PersistentVolumeList, *corev1.PersistentVolumeList]("", "v1", "PersistentVolume", "persistentvolumes", false, true, []string{"pv"}, nil),
 		kind[corev1.PersistentVolumeClaim, *corev1.PersistentVolumeClaim, corev1.PersistentVolumeClaimList, *corev1.PersistentVolumeClaimList]("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", true, true, []string{"pvc"}, nil),

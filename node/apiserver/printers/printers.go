@@ -57,6 +57,7 @@ var printersByKind = map[string]printer{
 	"batch/Job":                             {jobColumns, typed(printJob)},
 	"batch/CronJob":                         {cronJobColumns, typed(printCronJob)},
 	"scheduling.k8s.io/PriorityClass":       {priorityClassColumns, typed(printPriorityClass)},
+	"/ServiceAccount":                       {serviceAccountColumns, typed(printServiceAccount)},
 	"rbac.authorization.k8s.io/Role":        {roleColumns, typed(printRole)},
 	"rbac.authorization.k8s.io/ClusterRole": {roleColumns, typed(printClusterRole)},
 	"rbac.authorization.k8s.io/RoleBinding": {bindingColumns, typed(printRoleBinding)},

@@ -177,6 +177,7 @@ var wantColumns = map[string][]col{
 		{"Name", "string", "name", 0}, {"Value", "integer", "", 0}, {"Global-Default", "boolean", "", 0},
 		{"Age", "string", "", 0}, {"PreemptionPolicy", "string", "", 0},
 	},
+	"/ServiceAccount":                       {{"Name", "string", "name", 0}, {"Secrets", "string", "", 0}, {"Age", "string", "", 0}},
 	"rbac.authorization.k8s.io/Role":        {{"Name", "string", "name", 0}, {"Created At", "date", "", 0}},
 	"rbac.authorization.k8s.io/ClusterRole": {{"Name", "string", "name", 0}, {"Created At", "date", "", 0}},
 	"rbac.authorization.k8s.io/RoleBinding": {
