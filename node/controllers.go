@@ -63,7 +63,7 @@ func (n *Node) runControllers(ctx context.Context) {
 		servicelb.New(cc).Run,
 		priorityclass.New(cc).Run, // system-cluster-critical, system-node-critical
 		builtin.New(cc, "bootstrap RBAC policy", rbacBootstrap).Run,
-		serviceaccount.New(cc).Run, // every namespace's "default"
+		serviceaccount.New(cc, n.creds.caPEM).Run, // every namespace's "default" and kube-root-ca.crt
 		// The kubernetes service: the API port of this node's configuration
 		// (nodes are expected to share it) behind the first service address.
 		apiservice.New(cc, apiservice.Config{

@@ -150,7 +150,8 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 		writeJoinError(w, http.StatusInternalServerError, "%v", err)
 		return
 	}
-	certPEM, err := ca.IssueNode(req.NodeID, req.NodeName, []net.IP{ip}, nil, pub, n.now(), nodeCertTTL)
+	ips, names := nodeCertSANs(ip)
+	certPEM, err := ca.IssueNode(req.NodeID, req.NodeName, ips, names, pub, n.now(), nodeCertTTL)
 	if err != nil {
 		writeJoinError(w, http.StatusInternalServerError, "issuing node certificate: %v", err)
 		return

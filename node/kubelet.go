@@ -73,20 +73,21 @@ func (n *Node) runAgent(ctx context.Context) {
 	rec := events.New(events.Config{Proposer: n.proposer, Component: "kubelet", Host: n.id.NodeName, Now: n.now, Log: n.log})
 	go rec.Run(ctx)
 	acfg := agent.Config{
-		Events:             rec,
-		NodeName:           n.id.NodeName,
-		HostIP:             n.cfg.AdvertiseAddr,
-		Store:              n.store,
-		Proposer:           n.proposer,
-		Runtime:            n.runtime,
-		Network:            network,
-		DataDir:            n.dir.path(agentDir),
-		Mirrors:            n.imageMirrors,
-		PullFromRegistries: n.cfg.PullFromRegistries,
-		BackoffBase:        n.cfg.CrashLoopBackoff,
-		RemoveCgroup:       containerd.RemoveCgroup,
-		Log:                n.log,
-		Now:                n.now,
+		Events:              rec,
+		NodeName:            n.id.NodeName,
+		HostIP:              n.cfg.AdvertiseAddr,
+		Store:               n.store,
+		Proposer:            n.proposer,
+		Runtime:             n.runtime,
+		Network:             network,
+		DataDir:             n.dir.path(agentDir),
+		Mirrors:             n.imageMirrors,
+		PullFromRegistries:  n.cfg.PullFromRegistries,
+		BackoffBase:         n.cfg.CrashLoopBackoff,
+		RemoveCgroup:        containerd.RemoveCgroup,
+		ServiceAccountToken: n.podToken,
+		Log:                 n.log,
+		Now:                 n.now,
 	}
 	a, err := agent.New(acfg)
 	if err != nil {

@@ -24,7 +24,9 @@ import (
 	"github.com/shoal-dev/shoal/dns"
 	"github.com/shoal-dev/shoal/gossip"
 	"github.com/shoal-dev/shoal/node/agent"
+	"github.com/shoal-dev/shoal/node/apiserver"
 	"github.com/shoal-dev/shoal/node/container"
+	"github.com/shoal-dev/shoal/node/controller/apiservice"
 	"github.com/shoal-dev/shoal/node/defaults"
 	"github.com/shoal-dev/shoal/node/pki"
 	"github.com/shoal-dev/shoal/node/state"
@@ -46,6 +48,7 @@ type Node struct {
 	id        Identity
 	creds     *credentials
 	keyring   *pki.Keyring
+	tokens    clusterTokens // service-account tokens (tokens.go)
 	gossipKey []byte
 
 	store    *state.Store
@@ -161,7 +164,8 @@ func (n *Node) initCluster() error {
 	if err != nil {
 		return err
 	}
-	certPEM, err := ca.IssueNode(n.id.NodeID, n.id.NodeName, []net.IP{net.ParseIP(n.cfg.AdvertiseAddr)}, nil, key.Public(), now, nodeCertTTL)
+	ips, names := nodeCertSANs(net.ParseIP(n.cfg.AdvertiseAddr))
+	certPEM, err := ca.IssueNode(n.id.NodeID, n.id.NodeName, ips, names, key.Public(), now, nodeCertTTL)
 	if err != nil {
 		return err
 	}
@@ -342,21 +346,32 @@ func (n *Node) apiTLSConfig() *tls.Config {
 	return c
 }
 
-// refreshCert issues this node a new certificate when its address is not
-// in the current one (a restart with a new --advertise-addr): clients such
-// as kubectl check that the certificate names the address they dialled.
+// nodeCertSANs are the addresses and names a node's certificate carries:
+// its own address, and the kubernetes service's cluster IP and DNS names,
+// through which pods reach the API (client-go's in-cluster config checks
+// the certificate against them).
+func nodeCertSANs(ip net.IP) ([]net.IP, []string) {
+	svc := apiservice.FirstIP(apiserver.DefaultServiceCIDR)
+	return []net.IP{ip, net.IP(svc.AsSlice())},
+		[]string{"kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"}
+}
+
+// refreshCert issues this node a new certificate when its address, or a
+// name nodeCertSANs adds, is not in the current one (a restart with a new
+// --advertise-addr, or a certificate from before those names): clients
+// such as kubectl check that the certificate names what they dialled.
 func (n *Node) refreshCert() error {
 	ip := net.ParseIP(n.cfg.AdvertiseAddr)
-	for _, have := range n.creds.cert.Leaf.IPAddresses {
-		if have.Equal(ip) {
-			return nil
-		}
+	ips, names := nodeCertSANs(ip)
+	leaf := n.creds.cert.Leaf
+	if slices.ContainsFunc(leaf.IPAddresses, ip.Equal) && slices.Contains(leaf.DNSNames, names[len(names)-1]) {
+		return nil
 	}
 	ca, err := n.clusterCA()
 	if err != nil {
 		return err
 	}
-	certPEM, err := ca.IssueNode(n.id.NodeID, n.id.NodeName, []net.IP{ip}, nil, n.creds.cert.Leaf.PublicKey, n.now(), nodeCertTTL)
+	certPEM, err := ca.IssueNode(n.id.NodeID, n.id.NodeName, ips, names, n.creds.cert.Leaf.PublicKey, n.now(), nodeCertTTL)
 	if err != nil {
 		return err
 	}
@@ -368,7 +383,7 @@ func (n *Node) refreshCert() error {
 		return err
 	}
 	n.apiCert.Store(&creds.cert)
-	n.log.Info("issued a new node certificate for the new address", "addr", n.cfg.AdvertiseAddr)
+	n.log.Info("issued a new node certificate", "addr", n.cfg.AdvertiseAddr)
 	return nil
 }
 

@@ -2,8 +2,13 @@ package node
 
 import (
 	"crypto/ed25519"
+	"fmt"
 	"sync"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/shoal-dev/shoal/node/admission"
 
 	"github.com/shoal-dev/shoal/node/pki"
 	"github.com/shoal-dev/shoal/node/satoken"
@@ -13,11 +18,43 @@ import (
 // derived from the cluster CA, loaded on first use (a joining node holds
 // the CA key once its replica caught up).
 type clusterTokens struct {
-	ca func() (*pki.CA, error)
+	ca func() (*pki.CA, error) // set by saTokens
 
 	mu       sync.Mutex
 	signer   *satoken.Signer
 	verifier *satoken.Verifier
+}
+
+// saTokens returns the node's token service.
+func (n *Node) saTokens() *clusterTokens {
+	n.tokens.mu.Lock()
+	n.tokens.ca = n.clusterCA
+	n.tokens.mu.Unlock()
+	return &n.tokens
+}
+
+// podToken mints the token of a pod's projected serviceAccountToken
+// source: for the pod's service account, bound to the pod, so that
+// deleting either revokes it.
+func (n *Node) podToken(pod *corev1.Pod, audience string, expirationSeconds int64) (string, error) {
+	name := pod.Spec.ServiceAccountName
+	if name == "" {
+		name = admission.DefaultServiceAccount
+	}
+	sa, ok := n.store.Get("serviceaccounts", pod.Namespace, name)
+	if !ok {
+		return "", fmt.Errorf("serviceaccount %q not found", name)
+	}
+	aud := []string{satoken.Issuer}
+	if audience != "" {
+		aud = []string{audience}
+	}
+	now := n.now()
+	ttl := min(max(time.Duration(expirationSeconds)*time.Second, satoken.MinExpiration), satoken.MaxExpiration)
+	return n.saTokens().Issue(satoken.Claims{
+		Namespace: pod.Namespace, ServiceAccount: name, ServiceAccountUID: string(sa.GetUID()),
+		PodName: pod.Name, PodUID: string(pod.UID), Audiences: aud, IssuedAt: now, Expiry: now.Add(ttl),
+	})
 }
 
 func (t *clusterTokens) load() (*satoken.Signer, *satoken.Verifier, error) {

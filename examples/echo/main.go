@@ -6,6 +6,13 @@
 //
 //	GET /healthz  "ok"
 //	GET /json     {"pod":…,"ip":…,"client":…,"headers":{…}}
+//	GET /kube     the status code (or the error) of an in-cluster API call
+//	              made as client-go's in-cluster config makes it: the pod's
+//	              service-account token and CA from
+//	              /var/run/secrets/kubernetes.io/serviceaccount, to
+//	              $KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT (?host=
+//	              overrides the host), GET ?path= (default: the pods of the
+//	              pod's namespace)
 //	anything else one line "<pod-name> <pod-ip> <method> <path>"
 //
 // Every answer carries the client's address in the X-Client-Addr header.
@@ -16,6 +23,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -79,6 +88,15 @@ func handler() http.Handler {
 			"pod": podName(), "ip": podIP(), "client": r.RemoteAddr, "headers": r.Header,
 		})
 	})
+	mux.HandleFunc("/kube", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		code, err := inClusterGet(r.Context(), r.URL.Query().Get("host"), r.URL.Query().Get("path"))
+		if err != nil {
+			fmt.Fprintf(w, "error: %v\n", err)
+			return
+		}
+		fmt.Fprintln(w, code)
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintf(w, "%s %s %s %s\n", podName(), podIP(), r.Method, r.URL.Path)
@@ -126,4 +144,49 @@ func podIP() string {
 		return "-" // no address: keep the line's four fields
 	}
 	return v6
+}
+
+// saDir is where a pod's service-account credentials are mounted.
+const saDir = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+// inClusterGet calls the API as a workload does and returns the status.
+func inClusterGet(ctx context.Context, host, path string) (int, error) {
+	token, err := os.ReadFile(saDir + "/token")
+	if err != nil {
+		return 0, err
+	}
+	ca, err := os.ReadFile(saDir + "/ca.crt")
+	if err != nil {
+		return 0, err
+	}
+	ns, err := os.ReadFile(saDir + "/namespace")
+	if err != nil {
+		return 0, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(ca) {
+		return 0, errors.New("ca.crt holds no certificate")
+	}
+	if host == "" {
+		host = os.Getenv("KUBERNETES_SERVICE_HOST")
+	}
+	port := os.Getenv("KUBERNETES_SERVICE_PORT")
+	if host == "" || port == "" {
+		return 0, errors.New("KUBERNETES_SERVICE_HOST or _PORT not set")
+	}
+	if path == "" {
+		path = "/api/v1/namespaces/" + string(ns) + "/pods"
+	}
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "https://"+net.JoinHostPort(host, port)+path, nil)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Authorization", "Bearer "+string(token))
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
 }

@@ -72,6 +72,11 @@ type Config struct {
 	// Events records what the agent does to pods (pulls, starts, kills,
 	// back-offs, probe failures) for kubectl describe; nil records nothing.
 	Events *events.Recorder
+	// ServiceAccountToken mints a token for the pod's service account,
+	// bound to the pod, for audience ("" for the API server's) and valid
+	// for expirationSeconds: what a projected serviceAccountToken source
+	// shows. nil makes such sources a configuration error.
+	ServiceAccountToken func(pod *corev1.Pod, audience string, expirationSeconds int64) (string, error)
 	// RemoveCgroup deletes a pod's (empty) parent cgroup, e.g.
 	// "/shoal/pod-<uid>", once its containers are gone; nil leaves it.
 	RemoveCgroup func(path string) error

@@ -3,11 +3,13 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -271,10 +273,10 @@ func TestProjectedVolume(t *testing.T) {
 			Items: []corev1.KeyToPath{{Key: "token", Path: "token"}}}},
 			`volume "all": couldn't find key token in Secret default/creds`},
 		{corev1.VolumeProjection{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token"}},
-			`volume "all": projected serviceAccountToken sources are not supported by Shoal: it has no service-account token issuer`},
+			`volume "all": projected serviceAccountToken sources are not supported: this node issues no service-account tokens`},
 		{corev1.VolumeProjection{ClusterTrustBundle: &corev1.ClusterTrustBundleProjection{Path: "ca.crt"}},
 			`volume "all": projected clusterTrustBundle sources are not supported by Shoal`},
-		{corev1.VolumeProjection{}, `volume "all": projected source 1 has no configMap, secret or downwardAPI`},
+		{corev1.VolumeProjection{}, `volume "all": projected source 1 has no configMap, secret, downwardAPI or serviceAccountToken`},
 	} {
 		// After a good source: the whole volume fails, not just the source.
 		bad := v.DeepCopy()
@@ -372,4 +374,60 @@ func TestAPIVolumeRefresh(t *testing.T) {
 	if read("proj", "a") != "10" || read("proj", "b") != "20" {
 		t.Errorf("projected volume after a ConfigMap change: a=%q b=%q", read("proj", "a"), read("proj", "b"))
 	}
+}
+
+// TestTokenSource: a projected serviceAccountToken source holds what the
+// node's minter returns for the pod and the source's audience and
+// lifetime, and its version moves on once 80% of the lifetime passed, so a
+// sync rewrites it with a fresh token.
+func TestTokenSource(t *testing.T) {
+	h := newHarness(t)
+	cfg := h.config()
+	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+	cfg.Now = func() time.Time { return now }
+	var calls []string
+	cfg.ServiceAccountToken = func(pod *corev1.Pod, audience string, secs int64) (string, error) {
+		calls = append(calls, fmt.Sprintf("%s/%s %s %d", pod.Namespace, pod.Name, audience, secs))
+		return fmt.Sprintf("token-%d", len(calls)), nil
+	}
+	a, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod := downwardPod()
+	pod.Namespace = testNamespace
+	exp := int64(3600)
+	v := corev1.Volume{Name: "api", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+		DefaultMode: new(int32(0o644)),
+		Sources: []corev1.VolumeProjection{
+			{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token", Audience: "vault", ExpirationSeconds: &exp}},
+			{DownwardAPI: &corev1.DownwardAPIProjection{Items: []corev1.DownwardAPIVolumeFile{fieldItem("namespace", "metadata.namespace", nil)}}},
+		},
+	}}}
+	if !holdsSecret(v) {
+		t.Fatal("a token volume must live in a tmpfs")
+	}
+	dir := filepath.Join(t.TempDir(), "api")
+	version, err := a.writeSourceVolume(dir, pod, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFiles(t, dir, map[string]wantFile{"token": {"token-1", 0o644}, "namespace": {testNamespace, 0o644}})
+	if len(calls) != 1 || calls[0] != testNamespace+"/web-1 vault 3600" {
+		t.Fatalf("minter calls %q", calls)
+	}
+	// A resync within the period sees the same version and mints nothing.
+	now = now.Add(10 * time.Minute)
+	if cheap, err := a.volumeSources(pod, v, nil); err != nil || cheap != version || len(calls) != 1 {
+		t.Fatalf("within the period: version %q (written %q), %v, %d calls", cheap, version, err, len(calls))
+	}
+	// 48 minutes (80% of an hour) on, the version moves: time to refresh.
+	now = now.Add(48 * time.Minute)
+	if cheap, _ := a.volumeSources(pod, v, nil); cheap == version {
+		t.Fatal("version unchanged after 80% of the token's lifetime")
+	}
+	if _, err := a.writeSourceVolume(dir, pod, v); err != nil {
+		t.Fatal(err)
+	}
+	checkFiles(t, dir, map[string]wantFile{"token": {"token-2", 0o644}, "namespace": {testNamespace, 0o644}})
 }

@@ -238,7 +238,7 @@ func holdsSecret(v corev1.Volume) bool {
 	}
 	if v.Projected != nil {
 		for _, s := range v.Projected.Sources {
-			if s.Secret != nil {
+			if s.Secret != nil || s.ServiceAccountToken != nil {
 				return true
 			}
 		}
@@ -287,12 +287,12 @@ func (a *Agent) volumeSources(pod *corev1.Pod, v corev1.Volume, files map[string
 	// that is the error that will not go away by itself.
 	for i, s := range v.Projected.Sources {
 		switch {
-		case s.ServiceAccountToken != nil:
-			return "", configErrorf("projected serviceAccountToken sources are not supported by Shoal: it has no service-account token issuer")
+		case s.ServiceAccountToken != nil && a.cfg.ServiceAccountToken == nil:
+			return "", configErrorf("projected serviceAccountToken sources are not supported: this node issues no service-account tokens")
 		case s.ClusterTrustBundle != nil:
 			return "", configErrorf("projected clusterTrustBundle sources are not supported by Shoal: it has no ClusterTrustBundle API")
-		case s.ConfigMap == nil && s.Secret == nil && s.DownwardAPI == nil:
-			return "", configErrorf("projected source %d has no configMap, secret or downwardAPI (the sources Shoal supports)", i)
+		case s.ConfigMap == nil && s.Secret == nil && s.DownwardAPI == nil && s.ServiceAccountToken == nil:
+			return "", configErrorf("projected source %d has no configMap, secret, downwardAPI or serviceAccountToken (the sources Shoal supports)", i)
 		}
 	}
 	// Every source writes into the one directory with the volume's
@@ -309,12 +309,37 @@ func (a *Agent) volumeSources(pod *corev1.Pod, v corev1.Volume, files map[string
 			versions[i], err = a.secretFiles(files, ns, s.Secret.Name, s.Secret.Items, s.Secret.Optional, mode)
 		case s.DownwardAPI != nil:
 			versions[i], err = downwardFiles(files, pod, s.DownwardAPI.Items, mode, a.allocatable())
+		case s.ServiceAccountToken != nil:
+			versions[i], err = a.tokenFile(files, pod, s.ServiceAccountToken, mode)
 		}
 		if err != nil {
 			return "", err
 		}
 	}
 	return strings.Join(versions, ","), nil
+}
+
+// tokenFile adds a service-account token file to files (when not nil) and
+// returns its version: the refresh period the clock is in, so that a sync
+// writes a fresh token once 80% of the lifetime has passed (as the kubelet
+// refreshes them). A token minted anywhere in a period outlives the next
+// period's start by a quarter of a period.
+func (a *Agent) tokenFile(files map[string]volumeFile, pod *corev1.Pod, s *corev1.ServiceAccountTokenProjection, mode os.FileMode) (string, error) {
+	secs := int64(3600)
+	if s.ExpirationSeconds != nil {
+		secs = *s.ExpirationSeconds
+	}
+	period := max(secs*8/10, 1)
+	version := "t" + strconv.FormatInt(a.cfg.Now().Unix()/period, 36)
+	if files == nil {
+		return version, nil
+	}
+	tok, err := a.cfg.ServiceAccountToken(pod, s.Audience, secs)
+	if err != nil {
+		return "", fmt.Errorf("service-account token: %w", err)
+	}
+	files[s.Path] = volumeFile{data: []byte(tok), mode: mode}
+	return version, nil
 }
 
 // configMapFiles adds the files of a configMap source to files (when not

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -108,31 +109,67 @@ func TestDownwardAPIAndProjectedVolumesFollowThePod(t *testing.T) {
 	h.waitFor("the projected volume to follow the ConfigMap", func() bool { return read("all", "a") == "2" })
 }
 
-// TestServiceAccountTokenProjection: Shoal issues no service-account
-// tokens, so a projected volume that asks for one keeps the pod's
-// containers from starting, with a message that names the source.
+// TestServiceAccountTokenProjection: a projected serviceAccountToken
+// source holds the token the node mints for the pod, in a tmpfs like a
+// secret; on a node that mints none (no ServiceAccountToken) the pod's
+// containers do not start, with a message that names the source.
+// Mounting needs root.
 func TestServiceAccountTokenProjection(t *testing.T) {
 	t.Parallel()
+	if os.Geteuid() != 0 {
+		t.Skip("a token volume mounts a tmpfs, which needs root")
+	}
+	tokenPod := func(name string) *corev1.Pod {
+		p := newPod(name, ctr("main"))
+		p.Spec.Volumes = []corev1.Volume{{Name: "kube-api-access", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+			Sources: []corev1.VolumeProjection{
+				{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token", ExpirationSeconds: new(int64(3607))}},
+				{DownwardAPI: &corev1.DownwardAPIProjection{Items: []corev1.DownwardAPIVolumeFile{fieldItem("namespace", "metadata.namespace", nil)}}},
+			}}}}}
+		p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "kube-api-access", MountPath: "/var/run/secrets/kubernetes.io/serviceaccount"}}
+		return p
+	}
+	unmountAll := func(h *harness) {
+		t.Cleanup(func() {
+			ms, _ := mountsUnder(h.dir)
+			for _, m := range ms {
+				_ = unix.Unmount(m, unix.MNT_DETACH)
+			}
+		})
+	}
+
 	h := newHarness(t)
+	unmountAll(h)
 	h.start(h.config())
-	p := newPod("token", ctr("main"))
-	p.Spec.Volumes = []corev1.Volume{{Name: "kube-api-access", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
-		Sources: []corev1.VolumeProjection{
-			{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token", ExpirationSeconds: new(int64(3607))}},
-			{DownwardAPI: &corev1.DownwardAPIProjection{Items: []corev1.DownwardAPIVolumeFile{fieldItem("namespace", "metadata.namespace", nil)}}},
-		}}}}}
-	p.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "kube-api-access", MountPath: "/var/run/secrets/kubernetes.io/serviceaccount"}}
-	h.create(p)
-	got := h.waitPod("token", "config error", waiting("main", "CreateContainerConfigError"))
-	want := `volume "kube-api-access": projected serviceAccountToken sources are not supported by Shoal: it has no service-account token issuer`
+	h.create(tokenPod("no-issuer"))
+	got := h.waitPod("no-issuer", "config error", waiting("main", "CreateContainerConfigError"))
+	want := `volume "kube-api-access": projected serviceAccountToken sources are not supported: this node issues no service-account tokens`
 	if msg := status(got, "main").State.Waiting.Message; msg != want {
 		t.Errorf("message %q, want %q", msg, want)
 	}
 	if got.Status.Phase != corev1.PodPending {
 		t.Errorf("phase %s, want Pending", got.Status.Phase)
 	}
-	if cs := h.podContainers(p.UID); len(cs) != 0 {
+	if cs := h.podContainers(got.UID); len(cs) != 0 {
 		t.Errorf("containers created: %v", cs)
+	}
+
+	h2 := newHarness(t)
+	unmountAll(h2)
+	cfg := h2.config()
+	cfg.ServiceAccountToken = func(pod *corev1.Pod, audience string, secs int64) (string, error) {
+		return "token-for-" + pod.Name + "-" + strconv.FormatInt(secs, 10), nil
+	}
+	h2.start(cfg)
+	p := tokenPod("issued")
+	h2.create(p)
+	h2.waitPod("issued", "running", running("main", 0))
+	dir := filepath.Join(h2.dir, "pods", string(p.UID), "volumes", "kube-api-access")
+	if mounted, err := isMountPoint(dir); err != nil || !mounted {
+		t.Errorf("token volume: mounted %v, %v; want a tmpfs", mounted, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(dir, "token")); err != nil || string(b) != "token-for-issued-3607" {
+		t.Errorf("token: %q, %v", b, err)
 	}
 }
 

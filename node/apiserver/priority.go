@@ -32,7 +32,10 @@ func (s *Server) admitCreate(ctx context.Context, obj state.Object) error {
 				_ = s.consistentRead(ctx)
 			}
 		}
-		return admission.PodPriority(s.store, o)
+		if err := admission.PodPriority(s.store, o); err != nil {
+			return err
+		}
+		admission.PodServiceAccount(s.store, o)
 	case *schedulingv1.PriorityClass:
 		o.Generation = 1
 	}

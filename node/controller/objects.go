@@ -143,13 +143,21 @@ func copyMap(m map[string]string) map[string]string {
 
 // AdmitPod does to a pod a controller is about to create what the API
 // server's admission does to every new pod: it resolves the pod's priority
-// and preemption policy from its PriorityClass (node/admission.PodPriority).
+// and preemption policy from its PriorityClass (node/admission.PodPriority)
+// and gives it its service account and token volume
+// (node/admission.PodServiceAccount).
 // A refusal (the class does not exist, a priority set in the template
 // that is not the class's) is an *apierrors.StatusError, Forbidden, worded
 // as the API would answer (`pods "web-x7k2p" is forbidden: no PriorityClass
 // with name gold was found`); the pod is then unchanged. CreatePod calls it;
 // controllers that propose pods directly must call it themselves.
-func AdmitPod(c Context, pod *corev1.Pod) error { return admission.PodPriority(c.Store, pod) }
+func AdmitPod(c Context, pod *corev1.Pod) error {
+	if err := admission.PodPriority(c.Store, pod); err != nil {
+		return err
+	}
+	admission.PodServiceAccount(c.Store, pod)
+	return nil
+}
 
 // CreatePod admits (AdmitPod) and stores pod (from NewPodFromTemplate). A
 // pod with a GenerateName gets another random name when its name is

@@ -24,7 +24,7 @@ func TestDefaultServiceAccounts(t *testing.T) {
 	sc := New(controller.Context{
 		Store: store, Proposer: local, Clock: clocktesting.NewFakeClock(time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)),
 		NewUID: func() types.UID { return types.UID(fmt.Sprintf("uid-%d", uids.Add(1))) },
-	})
+	}, []byte("CA PEM"))
 	ns := func(name string, terminating bool) *corev1.Namespace {
 		n := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, UID: types.UID("ns-" + name)},
 			Status: corev1.NamespaceStatus{Phase: corev1.NamespaceActive}}
@@ -59,8 +59,25 @@ func TestDefaultServiceAccounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "a new namespace's default service account", func() bool { return get("later") != nil })
+	ca := func(namespace string) string {
+		o, ok := store.Get("configmaps", namespace, "kube-root-ca.crt")
+		if !ok {
+			return ""
+		}
+		return o.(*corev1.ConfigMap).Data["ca.crt"]
+	}
+	waitFor(t, "kube-root-ca.crt in later", func() bool { return ca("later") == "CA PEM" })
+	cm, _ := store.Get("configmaps", "dev", "kube-root-ca.crt")
+	ck, _ := state.KindFor("configmaps")
+	if _, err := local.Propose(ctx, state.Delete(ck, "dev", cm.GetName(), controller.RV(cm), string(cm.GetUID()))); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "kube-root-ca.crt in dev again", func() bool {
+		o, ok := store.Get("configmaps", "dev", "kube-root-ca.crt")
+		return ok && o.GetUID() != cm.GetUID()
+	})
 	// Synced directly: a terminating namespace gets none.
-	if err := sc.Sync(ctx, "going"); err != nil || get("going") != nil {
+	if err := sc.Sync(ctx, "going"); err != nil || get("going") != nil || ca("going") != "" {
 		t.Fatalf("terminating namespace: err %v, account %v", err, get("going"))
 	}
 }

@@ -459,7 +459,8 @@ func TestClaims(t *testing.T) {
 	for _, v := range pod.Spec.Volumes {
 		vols[v.Name] = v
 	}
-	if len(pod.Spec.Volumes) != 2 || vols["data"].PersistentVolumeClaim.ClaimName != "data-web-0" ||
+	// Three: the two claims and the service-account token volume admission adds.
+	if len(pod.Spec.Volumes) != 3 || vols["data"].PersistentVolumeClaim.ClaimName != "data-web-0" ||
 		vols["scratch"].PersistentVolumeClaim == nil || vols["scratch"].PersistentVolumeClaim.ClaimName != "scratch-web-0" {
 		t.Errorf("pod volumes %+v (the template's scratch volume is replaced by the claim)", pod.Spec.Volumes)
 	}
