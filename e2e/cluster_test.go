@@ -105,7 +105,8 @@ func TestClusterReplicates(t *testing.T) {
 	for _, n := range c.Nodes() {
 		cs[n.Name] = clientsetFor(t, c, n.Name)
 	}
-	w, err := cs["n1"].CoreV1().ConfigMaps("default").Watch(ctx, metav1.ListOptions{})
+	// Only this test's object: the leader also creates kube-root-ca.crt here.
+	w, err := cs["n1"].CoreV1().ConfigMaps("default").Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=via-n2"})
 	if err != nil {
 		t.Fatalf("watch on n1: %v", err)
 	}
@@ -197,7 +198,7 @@ func TestLeaderKill(t *testing.T) {
 		return err
 	})
 	// A watch resumed from before the change sees exactly the later write.
-	w, err := sc.CoreV1().ConfigMaps("default").Watch(ctx, metav1.ListOptions{ResourceVersion: first.ResourceVersion})
+	w, err := sc.CoreV1().ConfigMaps("default").Watch(ctx, metav1.ListOptions{ResourceVersion: first.ResourceVersion, FieldSelector: "metadata.name=after"})
 	if err != nil {
 		t.Fatal(err)
 	}

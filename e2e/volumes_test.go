@@ -141,25 +141,25 @@ func TestDownwardAPIAndProjectedVolumes(t *testing.T) {
 		return err
 	})
 
-	// Shoal issues no service-account tokens: a projected token is refused
-	// with a message kubectl describe shows.
+	// A projected token of the pod's own (an audience of its choosing): the
+	// node mints it, bound to the pod, into a tmpfs.
 	tok := busyboxPod("token", "n1", corev1.RestartPolicyAlways, "sleep 3600")
-	tok.Spec.Volumes = []corev1.Volume{{Name: "kube-api-access", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
-		// expirationSeconds is set: the API does not default it to 3600
-		// yet, and kubectl describe dereferences it.
-		Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token", ExpirationSeconds: ptr(int64(3607))}}},
+	tok.Spec.AutomountServiceAccountToken = ptr(false)
+	tok.Spec.Volumes = []corev1.Volume{{Name: "vault-token", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+		Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
+			Path: "token", Audience: "vault", ExpirationSeconds: ptr(int64(3607))}}},
 	}}}}
-	tok.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "kube-api-access", MountPath: "/var/run/secrets/kubernetes.io/serviceaccount"}}
+	tok.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "vault-token", MountPath: "/var/run/secrets/vault"}}
 	if _, err := cs.CoreV1().Pods("default").Create(ctx, tok, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitPod(t, cs, "default", "token", time.Minute, "waiting in CreateContainerConfigError", func(p *corev1.Pod) bool {
-		s := p.Status.ContainerStatuses
-		return len(s) == 1 && s[0].State.Waiting != nil && s[0].State.Waiting.Reason == "CreateContainerConfigError" &&
-			strings.Contains(s[0].State.Waiting.Message, `volume "kube-api-access": projected serviceAccountToken sources are not supported by Shoal`)
-	})
-	if out, err := kubectl(t, c, "describe", "pod", "token"); err != nil || !strings.Contains(out, "serviceAccountToken sources are not supported by Shoal") {
-		t.Errorf("kubectl describe pod token does not show why: %v\n%s", err, out)
+	waitPod(t, cs, "default", "token", time.Minute, "running", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning })
+	out, err = inPod(t, c, "", "token", "cat /var/run/secrets/vault/token")
+	if err != nil || strings.Count(out, ".") != 2 || len(out) < 100 {
+		t.Errorf("token file: %q %v; want a JWT", out, err)
+	}
+	if out, err := inPod(t, c, "", "token", "grep /var/run/secrets/vault /proc/mounts"); err != nil || !strings.HasPrefix(out, "tmpfs ") {
+		t.Errorf("token volume mount: %q %v; want a tmpfs", out, err)
 	}
 	if out, err := kubectl(t, c, "describe", "pod", "downward"); err != nil || !strings.Contains(out, "metadata.labels -> labels") {
 		t.Errorf("kubectl describe pod downward: %v\n%s", err, out)

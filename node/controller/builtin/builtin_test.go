@@ -2,19 +2,14 @@ package builtin
 
 import (
 	"context"
-	"fmt"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
-	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/shoal-dev/shoal/node/controller"
+	"github.com/shoal-dev/shoal/node/controller/controllertest"
 	"github.com/shoal-dev/shoal/node/state"
-	"github.com/shoal-dev/shoal/node/state/statetest"
 )
 
 const (
@@ -33,13 +28,8 @@ func objects() []Object {
 // TestBuiltinsOfTwoResources: both kinds are created in one proposal, an
 // existing one is left alone, and a deleted one of either kind comes back.
 func TestBuiltinsOfTwoResources(t *testing.T) {
-	store := state.NewStore(0)
-	local := state.NewLocalProposer(state.NewFSM(store, statetest.Sealer{}))
-	var uids atomic.Int64
-	bc := New(controller.Context{
-		Store: store, Proposer: local, Clock: clocktesting.NewFakeClock(time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)),
-		NewUID: func() types.UID { return types.UID(fmt.Sprintf("uid-%d", uids.Add(1))) },
-	}, "test built-ins", objects)
+	c, store, local := controllertest.New()
+	bc := New(c, "test built-ins", objects)
 	mine := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "r", UID: "mine"},
 		Rules: []rbacv1.PolicyRule{{Verbs: []string{"get"}, NonResourceURLs: []string{"/x"}}}}
 	if _, err := local.Propose(context.Background(), state.Create(mine)); err != nil {
@@ -54,7 +44,7 @@ func TestBuiltinsOfTwoResources(t *testing.T) {
 		o, _ := store.Get(resource, "", name)
 		return o
 	}
-	waitFor(t, "the binding", func() bool { return get(bindings, "b") != nil })
+	controllertest.WaitFor(t, "the binding", func() bool { return get(bindings, "b") != nil })
 	if r := get(roles, "r").(*rbacv1.ClusterRole); r.UID != "mine" || len(r.Rules) != 1 {
 		t.Fatalf("existing role changed: %+v", r)
 	}
@@ -66,7 +56,7 @@ func TestBuiltinsOfTwoResources(t *testing.T) {
 	if _, err := local.Propose(context.Background(), state.Delete(kind, "", "b", controller.RV(old), string(old.GetUID()))); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the binding again", func() bool {
+	controllertest.WaitFor(t, "the binding again", func() bool {
 		o := get(bindings, "b")
 		return o != nil && o.GetUID() != old.GetUID()
 	})
@@ -75,21 +65,8 @@ func TestBuiltinsOfTwoResources(t *testing.T) {
 	if _, err := local.Propose(context.Background(), state.Delete(rk, "", "r", controller.RV(r), string(r.GetUID()))); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the role again", func() bool {
+	controllertest.WaitFor(t, "the role again", func() bool {
 		o := get(roles, "r")
 		return o != nil && o.GetUID() != "mine"
 	})
-}
-
-// waitFor polls cond until it holds; it fails the test only if that takes
-// far longer than any healthy run could (no timing is asserted).
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/shoal-dev/shoal/node/admission"
 	"github.com/shoal-dev/shoal/node/controller"
+	"github.com/shoal-dev/shoal/node/controller/controllertest"
 	"github.com/shoal-dev/shoal/node/state"
 	"github.com/shoal-dev/shoal/node/state/statetest"
 )
@@ -129,7 +130,7 @@ func TestRunRecreatesDeleted(t *testing.T) {
 	go func() { defer close(done); h.pc.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 
-	waitFor(t, "the built-ins", func() bool {
+	controllertest.WaitFor(t, "the built-ins", func() bool {
 		return h.get(admission.SystemClusterCritical) != nil && h.get(admission.SystemNodeCritical) != nil
 	})
 	old := h.get(admission.SystemNodeCritical)
@@ -137,21 +138,8 @@ func TestRunRecreatesDeleted(t *testing.T) {
 	if _, err := h.local.Propose(context.Background(), state.Delete(kind, "", old.Name, controller.RV(old), string(old.UID))); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "system-node-critical again", func() bool {
+	controllertest.WaitFor(t, "system-node-critical again", func() bool {
 		pc := h.get(admission.SystemNodeCritical)
 		return pc != nil && pc.UID != old.UID
 	})
-}
-
-// waitFor polls cond until it holds; it fails the test only if that takes
-// far longer than any healthy run could (no timing is asserted).
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }

@@ -2,29 +2,20 @@ package serviceaccount
 
 import (
 	"context"
-	"fmt"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/shoal-dev/shoal/node/controller"
+	"github.com/shoal-dev/shoal/node/controller/controllertest"
 	"github.com/shoal-dev/shoal/node/state"
-	"github.com/shoal-dev/shoal/node/state/statetest"
 )
 
 func TestDefaultServiceAccounts(t *testing.T) {
-	store := state.NewStore(0)
-	local := state.NewLocalProposer(state.NewFSM(store, statetest.Sealer{}))
-	var uids atomic.Int64
-	sc := New(controller.Context{
-		Store: store, Proposer: local, Clock: clocktesting.NewFakeClock(time.Date(2026, 11, 26, 10, 0, 0, 0, time.UTC)),
-		NewUID: func() types.UID { return types.UID(fmt.Sprintf("uid-%d", uids.Add(1))) },
-	}, []byte("CA PEM"))
+	c, store, local := controllertest.New()
+	sc := New(c, []byte("CA PEM"))
 	ns := func(name string, terminating bool) *corev1.Namespace {
 		n := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, UID: types.UID("ns-" + name)},
 			Status: corev1.NamespaceStatus{Phase: corev1.NamespaceActive}}
@@ -45,20 +36,20 @@ func TestDefaultServiceAccounts(t *testing.T) {
 		o, _ := store.Get("serviceaccounts", namespace, DefaultName)
 		return o
 	}
-	waitFor(t, "dev's default service account", func() bool { return get("dev") != nil })
+	controllertest.WaitFor(t, "dev's default service account", func() bool { return get("dev") != nil })
 	old := get("dev")
 	kind, _ := state.KindFor("serviceaccounts")
 	if _, err := local.Propose(ctx, state.Delete(kind, "dev", DefaultName, controller.RV(old), string(old.GetUID()))); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "dev's default service account again", func() bool {
+	controllertest.WaitFor(t, "dev's default service account again", func() bool {
 		o := get("dev")
 		return o != nil && o.GetUID() != old.GetUID()
 	})
 	if _, err := local.Propose(ctx, state.Create(ns("later", false))); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a new namespace's default service account", func() bool { return get("later") != nil })
+	controllertest.WaitFor(t, "a new namespace's default service account", func() bool { return get("later") != nil })
 	ca := func(namespace string) string {
 		o, ok := store.Get("configmaps", namespace, "kube-root-ca.crt")
 		if !ok {
@@ -66,29 +57,18 @@ func TestDefaultServiceAccounts(t *testing.T) {
 		}
 		return o.(*corev1.ConfigMap).Data["ca.crt"]
 	}
-	waitFor(t, "kube-root-ca.crt in later", func() bool { return ca("later") == "CA PEM" })
+	controllertest.WaitFor(t, "kube-root-ca.crt in later", func() bool { return ca("later") == "CA PEM" })
 	cm, _ := store.Get("configmaps", "dev", "kube-root-ca.crt")
 	ck, _ := state.KindFor("configmaps")
 	if _, err := local.Propose(ctx, state.Delete(ck, "dev", cm.GetName(), controller.RV(cm), string(cm.GetUID()))); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "kube-root-ca.crt in dev again", func() bool {
+	controllertest.WaitFor(t, "kube-root-ca.crt in dev again", func() bool {
 		o, ok := store.Get("configmaps", "dev", "kube-root-ca.crt")
 		return ok && o.GetUID() != cm.GetUID()
 	})
 	// Synced directly: a terminating namespace gets none.
 	if err := sc.Sync(ctx, "going"); err != nil || get("going") != nil || ca("going") != "" {
 		t.Fatalf("terminating namespace: err %v, account %v", err, get("going"))
-	}
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
