@@ -138,6 +138,21 @@ say "kubectl logs and exec"
 lan kubectl logs "${PODS[1]}"
 lan kubectl exec "${PODS[0]}" -- sh -c 'echo "hello from $(hostname), pod IP $POD_IP"; cat /etc/resolv.conf'
 
+say "RBAC: a user's certificate, then a RoleBinding; a pod calling the API with its service account"
+lan "$BIN" kubeconfig --kubeconfig "$DIR/kubeconfig" --user alice --group devs > "$DIR/alice.kubeconfig"
+echo "alice may list pods: $(lan kubectl --kubeconfig "$DIR/alice.kubeconfig" auth can-i list pods || true)"
+lan kubectl create rolebinding devs-view --clusterrole=view --group=devs
+echo "alice may list pods: $(lan kubectl --kubeconfig "$DIR/alice.kubeconfig" auth can-i list pods || true)"
+echo "alice may delete pods: $(lan kubectl --kubeconfig "$DIR/alice.kubeconfig" auth can-i delete pods || true)"
+echo "in-cluster call from ${PODS[0]} as system:serviceaccount:default:default: $(lan kubectl exec "${PODS[0]}" -- wget -qO- http://127.0.0.1:8080/kube)"
+lan kubectl create rolebinding default-view --clusterrole=view --serviceaccount=default:default
+for i in $(seq 1 20); do
+  CODE=$(lan kubectl exec "${PODS[0]}" -- wget -qO- http://127.0.0.1:8080/kube)
+  [ "$CODE" = 200 ] && break
+  sleep 0.2
+done
+echo "in-cluster call after the RoleBinding: $CODE"
+
 say "The cluster stays up. Try it:"
 echo "  $BIN local exec --name $NAME --dir $DIR -- kubectl get nodes"
 echo "  $BIN local down --name $NAME --dir $DIR     # remove everything"
