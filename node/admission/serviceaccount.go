@@ -26,7 +26,8 @@ const (
 )
 
 // PodServiceAccount gives a new pod its service account ("default" unless
-// it names one) and, unless the pod or its account turns automounting off
+// it names one), the account's imagePullSecrets when the pod names none,
+// and, unless the pod or its account turns automounting off
 // or a container already mounts something there, a projected volume
 // kube-api-access-xxxxx with a token for that account, the cluster CA
 // (ConfigMap kube-root-ca.crt) and the namespace, mounted read-only at
@@ -41,6 +42,9 @@ func PodServiceAccount(r Reader, pod *corev1.Pod) {
 		pod.Spec.ServiceAccountName = DefaultServiceAccount
 	}
 	pod.Spec.DeprecatedServiceAccount = pod.Spec.ServiceAccountName
+	if o, ok := r.Get("serviceaccounts", pod.Namespace, pod.Spec.ServiceAccountName); ok && len(pod.Spec.ImagePullSecrets) == 0 {
+		pod.Spec.ImagePullSecrets = slices.Clone(o.(*corev1.ServiceAccount).ImagePullSecrets)
+	}
 	if !automount(r, pod) {
 		return
 	}

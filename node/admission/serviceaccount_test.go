@@ -25,7 +25,8 @@ func (r saReader) List(string, string) ([]state.Object, uint64) { return nil, 0 
 
 func TestPodServiceAccount(t *testing.T) {
 	off := false
-	r := saReader{"ns/robot": {ObjectMeta: metav1.ObjectMeta{Name: "robot", Namespace: "ns"}, AutomountServiceAccountToken: &off}}
+	r := saReader{"ns/robot": {ObjectMeta: metav1.ObjectMeta{Name: "robot", Namespace: "ns"}, AutomountServiceAccountToken: &off,
+		ImagePullSecrets: []corev1.LocalObjectReference{{Name: "regcred"}}}}
 	pod := func() *corev1.Pod {
 		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "ns"}, Spec: corev1.PodSpec{
 			InitContainers: []corev1.Container{{Name: "init"}},
@@ -67,6 +68,16 @@ func TestPodServiceAccount(t *testing.T) {
 	PodServiceAccount(r, p)
 	if len(p.Spec.Volumes) != 0 {
 		t.Errorf("account's automount off: %+v", p.Spec.Volumes)
+	}
+	if len(p.Spec.ImagePullSecrets) != 1 || p.Spec.ImagePullSecrets[0].Name != "regcred" {
+		t.Errorf("the account's imagePullSecrets not copied: %+v", p.Spec.ImagePullSecrets)
+	}
+	p = pod()
+	p.Spec.ServiceAccountName = "robot"
+	p.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "mine"}}
+	PodServiceAccount(r, p)
+	if len(p.Spec.ImagePullSecrets) != 1 || p.Spec.ImagePullSecrets[0].Name != "mine" {
+		t.Errorf("the pod's own imagePullSecrets replaced: %+v", p.Spec.ImagePullSecrets)
 	}
 	on := true
 	p = pod()

@@ -444,6 +444,25 @@ func TestImagePulls(t *testing.T) {
 		}
 	})
 
+	t.Run("pull secrets", func(t *testing.T) {
+		h.create(&corev1.Secret{ObjectMeta: meta("regcred"), Type: corev1.SecretTypeDockerConfigJson,
+			Data: map[string][]byte{corev1.DockerConfigJsonKey: []byte(`{"auths":{"https://private.example:5000/v2/":{"username":"robot","password":"s3cret"}}}`)}})
+		if _, err := h.rt.AddRemoteImage(mirror, "private.example:5000/team/app:1", container.ImageConfig{Cmd: []string{"app"}}); err != nil {
+			t.Fatal(err)
+		}
+		c := ctr("app")
+		c.Image = "private.example:5000/team/app:1"
+		pod := newPod("private", c)
+		pod.Spec.ImagePullSecrets = []corev1.LocalObjectReference{{Name: "regcred"}}
+		h.create(pod)
+		h.waitPod("private", "running", running("app", 0))
+		if !slices.ContainsFunc(h.rt.Calls(), func(c containertest.Call) bool {
+			return c.Op == containertest.OpPullImage && c.ID == "private.example:5000/team/app:1" && c.Auth == "robot:s3cret"
+		}) {
+			t.Fatalf("no PullImage call with the secret's credentials for its registry: %v", h.rt.Calls())
+		}
+	})
+
 	t.Run("absent everywhere", func(t *testing.T) {
 		c := ctr("app")
 		c.Image = "example.com/missing:1"

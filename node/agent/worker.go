@@ -620,7 +620,8 @@ func (pw *podWorker) ensureImage(ctx context.Context, pod *corev1.Pod, c *corev1
 		}
 		return img, nil
 	}
-	opts := container.PullOptions{Registry: a.cfg.PullFromRegistries, Refresh: c.ImagePullPolicy == corev1.PullAlways}
+	opts := container.PullOptions{Registry: a.cfg.PullFromRegistries, Refresh: c.ImagePullPolicy == corev1.PullAlways,
+		Credentials: a.pullCredentials(pod)}
 	if a.cfg.Mirrors != nil {
 		opts.Mirrors = a.cfg.Mirrors(ref)
 	}

@@ -107,6 +107,11 @@ type PullOptions struct {
 	// under a tag, and only the registry says which is current. When the
 	// registry cannot answer, the local copy stands.
 	Refresh bool
+	// Credentials, when set, answers the registry's challenge for host
+	// (user name and password or token) with what the pod's
+	// imagePullSecrets hold for it; empty strings mean none. Peers never
+	// need them.
+	Credentials func(host string) (user, secret string, err error)
 	// Progress, when set, is called once per blob (manifest, config,
 	// layer) downloaded, never concurrently. It must not block.
 	Progress func(PullProgress)

@@ -165,9 +165,13 @@ func pullSources(name string, opts container.PullOptions) (sources []pullSource,
 	if opts.Registry {
 		host, _ := docker.DefaultHost(registry) // docker.io → registry-1.docker.io
 		client := &http.Client{Transport: registryTransport}
+		authOpts := []docker.AuthorizerOpt{docker.WithAuthClient(client)}
+		if opts.Credentials != nil {
+			authOpts = append(authOpts, docker.WithAuthCreds(opts.Credentials))
+		}
 		sources = append(sources, pullSource{what: "registry " + host, host: docker.RegistryHost{
 			Client:       client,
-			Authorizer:   docker.NewDockerAuthorizer(docker.WithAuthClient(client)),
+			Authorizer:   docker.NewDockerAuthorizer(authOpts...),
 			Host:         host,
 			Scheme:       "https",
 			Path:         "/v2",

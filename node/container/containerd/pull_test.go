@@ -305,8 +305,27 @@ func TestPullRefresh(t *testing.T) {
 // returned host come here.
 func serveRegistry(t testing.TB, rt *Runtime, hits *requestLog) (container.Mirror, *httptest.Server) {
 	t.Helper()
+	return serveRegistryAuth(t, rt, hits, "", "")
+}
+
+// serveRegistryAuth is serveRegistry asking for HTTP basic auth with user
+// and password (none when user is empty), as a private registry does.
+func serveRegistryAuth(t testing.TB, rt *Runtime, hits *requestLog, user, password string) (container.Mirror, *httptest.Server) {
+	t.Helper()
+	var h http.Handler = rt.RegistryHandler()
+	if user != "" {
+		inner := h
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if u, p, ok := r.BasicAuth(); !ok || u != user || p != password {
+				w.Header().Set("WWW-Authenticate", `Basic realm="private"`)
+				http.Error(w, "unauthorized", http.StatusUnauthorized)
+				return
+			}
+			inner.ServeHTTP(w, r)
+		})
+	}
 	mux := http.NewServeMux()
-	mux.Handle("/v2/", hits.wrap(rt.RegistryHandler()))
+	mux.Handle("/v2/", hits.wrap(h))
 	registry, srv := serveTLS(t, mux)
 	saved := registryTransport
 	registryTransport = registry.Client.Transport
@@ -322,5 +341,39 @@ func deleteImage(t testing.TB, rt *Runtime, ref string) {
 	err := rt.client.ImageService().Delete(rt.ns(context.Background()), name, images.SynchronousDelete())
 	if err != nil && !isNotFound(err) {
 		t.Fatal(fmt.Errorf("deleting image %s: %w", name, err))
+	}
+}
+
+// TestPullWithCredentials: a registry that wants credentials refuses an
+// anonymous pull and a wrong password, and serves the pull that answers
+// its challenge with what Credentials returns for its host.
+func TestPullWithCredentials(t *testing.T) {
+	rtReg, rtB := newRuntime(t, sharedDaemon(t)), newRuntime(t, startDaemon(t))
+	ctx := context.Background()
+	hits := &requestLog{}
+	registry, _ := serveRegistryAuth(t, rtReg, hits, "robot", "s3cret")
+	ref := registry.Host + "/team/private:v1"
+	archive, res := buildBusybox(t, ref)
+	importArchive(t, rtReg, archive)
+
+	if _, err := rtB.PullImage(ctx, ref, container.PullOptions{Registry: true}); err == nil {
+		t.Fatal("anonymous pull from a private registry succeeded")
+	}
+	var asked []string
+	creds := func(password string) func(string) (string, string, error) {
+		return func(host string) (string, string, error) {
+			asked = append(asked, host)
+			return "robot", password, nil
+		}
+	}
+	if _, err := rtB.PullImage(ctx, ref, container.PullOptions{Registry: true, Credentials: creds("wrong")}); err == nil {
+		t.Fatal("pull with a wrong password succeeded")
+	}
+	img, err := rtB.PullImage(ctx, ref, container.PullOptions{Registry: true, Credentials: creds("s3cret")})
+	if err != nil || img.Digest != res.ManifestDigest {
+		t.Fatalf("pull with credentials: %+v, %v", img, err)
+	}
+	if len(asked) == 0 || asked[len(asked)-1] != registry.Host {
+		t.Errorf("credentials asked for %q, want %q", asked, registry.Host)
 	}
 }

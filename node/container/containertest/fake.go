@@ -64,6 +64,9 @@ type Call struct {
 	ID      string
 	Grace   time.Duration // StopContainer only
 	Refresh bool          // PullImage only: PullOptions.Refresh
+	// Auth is "user:secret" from PullOptions.Credentials for the ref's
+	// registry host (PullImage only; empty without credentials).
+	Auth string
 }
 
 // StopBehaviour is how a fake container reacts to StopContainer.

@@ -315,6 +315,12 @@ func (f *Fake) PullImage(ctx context.Context, ref string, opts container.PullOpt
 func (f *Fake) pullLocked(ctx context.Context, ref string, opts container.PullOptions) (container.Image, func(), error) {
 	err := f.beginLocked(OpPullImage, ref, 0)
 	f.calls[len(f.calls)-1].Refresh = opts.Refresh
+	if opts.Credentials != nil {
+		host, _, _ := strings.Cut(ref, "/")
+		if u, sec, err := opts.Credentials(host); err == nil && (u != "" || sec != "") {
+			f.calls[len(f.calls)-1].Auth = u + ":" + sec
+		}
+	}
 	if err != nil {
 		return container.Image{}, nil, err
 	}
