@@ -51,7 +51,7 @@ func (n *Node) httpHandler() (http.Handler, *apiserver.Server, error) {
 		Version:         ServerVersion,
 		ConsistentRead:  n.consistentRead,
 		PodStreams:      n.servePodStream,
-		Tokens:          n.saTokens(),
+		Tokens:          &n.tokens,
 	})
 	if err != nil {
 		return nil, nil, err

@@ -97,6 +97,7 @@ func New(ctx context.Context, cfg Config) (*Node, error) {
 		cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, dir: dataDir(cfg.DataDir), now: time.Now, stopCh: make(chan struct{}), changed: make(chan struct{}, 1)}
+	n.tokens.ca = n.clusterCA
 	n.printJoin = func(s string) { fmt.Fprintln(os.Stderr, s) }
 	if n.dir.exists(leftFile) {
 		return nil, fmt.Errorf("this node left its cluster; remove %s to start afresh", cfg.DataDir)

@@ -18,19 +18,11 @@ import (
 // derived from the cluster CA, loaded on first use (a joining node holds
 // the CA key once its replica caught up).
 type clusterTokens struct {
-	ca func() (*pki.CA, error) // set by saTokens
+	ca func() (*pki.CA, error) // set once, by New
 
 	mu       sync.Mutex
 	signer   *satoken.Signer
 	verifier *satoken.Verifier
-}
-
-// saTokens returns the node's token service.
-func (n *Node) saTokens() *clusterTokens {
-	n.tokens.mu.Lock()
-	n.tokens.ca = n.clusterCA
-	n.tokens.mu.Unlock()
-	return &n.tokens
 }
 
 // podToken mints the token of a pod's projected serviceAccountToken
@@ -51,7 +43,7 @@ func (n *Node) podToken(pod *corev1.Pod, audience string, expirationSeconds int6
 	}
 	now := n.now()
 	ttl := min(max(time.Duration(expirationSeconds)*time.Second, satoken.MinExpiration), satoken.MaxExpiration)
-	return n.saTokens().Issue(satoken.Claims{
+	return n.tokens.Issue(satoken.Claims{
 		Namespace: pod.Namespace, ServiceAccount: name, ServiceAccountUID: string(sa.GetUID()),
 		PodName: pod.Name, PodUID: string(pod.UID), Audiences: aud, IssuedAt: now, Expiry: now.Add(ttl),
 	})

@@ -2,6 +2,7 @@ package admission
 
 import (
 	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	utilrand "k8s.io/apimachinery/pkg/util/rand"
@@ -49,7 +50,7 @@ func PodServiceAccount(r Reader, pod *corev1.Pod) {
 		return
 	}
 	for _, v := range pod.Spec.Volumes {
-		if v.Projected != nil && len(v.Name) == len(apiAccessVolumePrefix)+5 && v.Name[:len(apiAccessVolumePrefix)] == apiAccessVolumePrefix {
+		if v.Projected != nil && strings.HasPrefix(v.Name, apiAccessVolumePrefix) {
 			return // already admitted (e.g. a pod copied from another)
 		}
 	}

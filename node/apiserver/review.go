@@ -1,7 +1,6 @@
 package apiserver
 
 import (
-	"errors"
 	"net/http"
 	"slices"
 
@@ -37,8 +36,7 @@ func (s *Server) serveReview(rq *request, path string) bool {
 	rq.verb = "create"
 	a := rbac.Attributes{User: rq.user.Name, Groups: rq.user.Groups, Verb: "create", ResourceRequest: true,
 		APIGroup: gvr.Group, Resource: gvr.Resource}
-	if !s.authorize(a) {
-		rq.fail(apierrors.NewForbidden(gvr.GroupResource(), "", errors.New(rbac.Describe(a))))
+	if !s.allow(rq, a) {
 		return true
 	}
 	switch gvr.Resource {

@@ -224,8 +224,10 @@ func (rq *request) attributes(verb string) rbac.Attributes {
 
 // allowed authorizes rq for verb; when it is not, it answers 403 and
 // reports false.
-func (s *Server) allowed(rq *request, verb string) bool {
-	a := rq.attributes(verb)
+func (s *Server) allowed(rq *request, verb string) bool { return s.allow(rq, rq.attributes(verb)) }
+
+// allow authorizes a for rq, answering 403 when it is refused.
+func (s *Server) allow(rq *request, a rbac.Attributes) bool {
 	if s.authorize(a) {
 		return true
 	}

@@ -105,56 +105,43 @@ func (az *Authorizer) grants(a Attributes) bool {
 // roleAllows reports whether the role ref points at (a Role in namespace,
 // or a ClusterRole) has a rule allowing a.
 func (az *Authorizer) roleAllows(ref rbacv1.RoleRef, namespace string, a Attributes) bool {
-	var rules []rbacv1.PolicyRule
+	return slices.ContainsFunc(az.rulesOf(ref, namespace), func(r rbacv1.PolicyRule) bool { return RuleAllows(a, r) })
+}
+
+// rulesOf returns the rules of the role ref points at: a Role in namespace
+// (none outside a namespace) or a ClusterRole; none when it is missing.
+func (az *Authorizer) rulesOf(ref rbacv1.RoleRef, namespace string) []rbacv1.PolicyRule {
 	switch ref.Kind {
 	case "ClusterRole":
-		o, ok := az.r.Get(ResourceClusterRoles, "", ref.Name)
-		if !ok {
-			return false
+		if o, ok := az.r.Get(ResourceClusterRoles, "", ref.Name); ok {
+			return o.(*rbacv1.ClusterRole).Rules
 		}
-		rules = o.(*rbacv1.ClusterRole).Rules
 	case "Role":
 		if namespace == "" {
-			return false
+			return nil
 		}
-		o, ok := az.r.Get(ResourceRoles, namespace, ref.Name)
-		if !ok {
-			return false
+		if o, ok := az.r.Get(ResourceRoles, namespace, ref.Name); ok {
+			return o.(*rbacv1.Role).Rules
 		}
-		rules = o.(*rbacv1.Role).Rules
-	default:
-		return false
 	}
-	return slices.ContainsFunc(rules, func(r rbacv1.PolicyRule) bool { return RuleAllows(a, r) })
+	return nil
 }
 
 // Rules returns the rules that apply to the user in namespace ("" for the
 // cluster-wide ones only), for SelfSubjectRulesReview.
 func (az *Authorizer) Rules(a Attributes, namespace string) []rbacv1.PolicyRule {
 	var out []rbacv1.PolicyRule
-	add := func(ref rbacv1.RoleRef, ns string) {
-		switch ref.Kind {
-		case "ClusterRole":
-			if o, ok := az.r.Get(ResourceClusterRoles, "", ref.Name); ok {
-				out = append(out, o.(*rbacv1.ClusterRole).Rules...)
-			}
-		case "Role":
-			if o, ok := az.r.Get(ResourceRoles, ns, ref.Name); ok {
-				out = append(out, o.(*rbacv1.Role).Rules...)
-			}
-		}
-	}
 	crbs, _ := az.r.List(ResourceClusterRoleBindings, "")
 	for _, o := range crbs {
 		if b := o.(*rbacv1.ClusterRoleBinding); appliesTo(b.Subjects, a, "") {
-			add(b.RoleRef, "")
+			out = append(out, az.rulesOf(b.RoleRef, "")...)
 		}
 	}
 	if namespace != "" {
 		rbs, _ := az.r.List(ResourceRoleBindings, namespace)
 		for _, o := range rbs {
 			if b := o.(*rbacv1.RoleBinding); appliesTo(b.Subjects, a, namespace) {
-				add(b.RoleRef, namespace)
+				out = append(out, az.rulesOf(b.RoleRef, namespace)...)
 			}
 		}
 	}

@@ -782,3 +782,16 @@ func sortedKeys(m map[string]bool) []string {
 	sort.Strings(keys)
 	return keys
 }
+
+// ServiceAccount: NAME, SECRETS, AGE.
+func serviceAccountColumns() []metav1.TableColumnDefinition {
+	return []metav1.TableColumnDefinition{
+		nameColumn(),
+		{Name: "Secrets", Type: "string", Description: corev1.ServiceAccount{}.SwaggerDoc()["secrets"]},
+		ageColumn(),
+	}
+}
+
+func printServiceAccount(obj *corev1.ServiceAccount, now time.Time) metav1.TableRow {
+	return metav1.TableRow{Cells: []any{obj.Name, int64(len(obj.Secrets)), translateTimestampSince(obj.CreationTimestamp, now)}}
+}

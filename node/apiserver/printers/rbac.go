@@ -4,7 +4,6 @@ import (
 	"strings"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -65,17 +64,4 @@ func printRoleBinding(obj *rbacv1.RoleBinding, now time.Time) metav1.TableRow {
 
 func printClusterRoleBinding(obj *rbacv1.ClusterRoleBinding, now time.Time) metav1.TableRow {
 	return bindingRow(obj.ObjectMeta, obj.RoleRef, obj.Subjects, now)
-}
-
-// ServiceAccount: NAME, SECRETS, AGE.
-func serviceAccountColumns() []metav1.TableColumnDefinition {
-	return []metav1.TableColumnDefinition{
-		nameColumn(),
-		{Name: "Secrets", Type: "string", Description: corev1.ServiceAccount{}.SwaggerDoc()["secrets"]},
-		ageColumn(),
-	}
-}
-
-func printServiceAccount(obj *corev1.ServiceAccount, now time.Time) metav1.TableRow {
-	return metav1.TableRow{Cells: []any{obj.Name, int64(len(obj.Secrets)), translateTimestampSince(obj.CreationTimestamp, now)}}
 }
