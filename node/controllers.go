@@ -5,10 +5,13 @@ import (
 	"path/filepath"
 	"sync"
 
+	rbacv1 "k8s.io/api/rbac/v1"
+
 	"github.com/shoal-dev/shoal/node/apiserver"
 	"github.com/shoal-dev/shoal/node/controller"
 	"github.com/shoal-dev/shoal/node/controller/apiservice"
 	"github.com/shoal-dev/shoal/node/controller/builtin"
+	"github.com/shoal-dev/shoal/node/controller/clusterroleaggregation"
 	"github.com/shoal-dev/shoal/node/controller/cronjob"
 	"github.com/shoal-dev/shoal/node/controller/daemonset"
 	"github.com/shoal-dev/shoal/node/controller/deployment"
@@ -24,6 +27,7 @@ import (
 	"github.com/shoal-dev/shoal/node/controller/statefulset"
 	"github.com/shoal-dev/shoal/node/events"
 	"github.com/shoal-dev/shoal/node/rbac"
+	"github.com/shoal-dev/shoal/node/state"
 )
 
 // controllerContext is what the leader's controllers are given.
@@ -63,6 +67,7 @@ func (n *Node) runControllers(ctx context.Context) {
 		servicelb.New(cc).Run,
 		priorityclass.New(cc).Run, // system-cluster-critical, system-node-critical
 		builtin.New(cc, "bootstrap RBAC policy", rbacBootstrap).Run,
+		clusterroleaggregation.New(cc).Run,        // admin, edit, view and users' aggregated ClusterRoles
 		serviceaccount.New(cc, n.creds.caPEM).Run, // every namespace's "default" and kube-root-ca.crt
 		// The kubernetes service: the API port of this node's configuration
 		// (nodes are expected to share it) behind the first service address.
@@ -80,15 +85,23 @@ func (n *Node) runControllers(ctx context.Context) {
 }
 
 // rbacBootstrap is the built-in RBAC policy (cluster-admin for
-// system:masters, admin/edit/view, discovery for every authenticated user).
+// system:masters, admin/edit/view, discovery for every authenticated user),
+// reconciled as kube-apiserver reconciles it: a stored bootstrap role or
+// binding gains what this version adds unless it says autoupdate "false".
 func rbacBootstrap() []builtin.Object {
 	roles, bindings := rbac.Bootstrap()
 	var out []builtin.Object
 	for _, r := range roles {
-		out = append(out, builtin.Object{Resource: rbac.ResourceClusterRoles, Object: r})
+		out = append(out, builtin.Object{Resource: rbac.ResourceClusterRoles, Object: r,
+			Reconcile: func(stored state.Object) (state.Object, bool) {
+				return rbac.ReconcileClusterRole(stored.(*rbacv1.ClusterRole), r)
+			}})
 	}
 	for _, b := range bindings {
-		out = append(out, builtin.Object{Resource: rbac.ResourceClusterRoleBindings, Object: b})
+		out = append(out, builtin.Object{Resource: rbac.ResourceClusterRoleBindings, Object: b,
+			Reconcile: func(stored state.Object) (state.Object, bool) {
+				return rbac.ReconcileClusterRoleBinding(stored.(*rbacv1.ClusterRoleBinding), b)
+			}})
 	}
 	return out
 }

@@ -156,6 +156,11 @@ func TestRBACValidation(t *testing.T) {
 	e.refused(t, req{method: "POST", path: base + "namespaces/default/roles", body: `{
 		"metadata":{"name":"r"},"rules":[{"verbs":[]},{"verbs":["get"],"nonResourceURLs":["/x"]}]}`},
 		422, metav1.StatusReasonInvalid, []string{"rules[0].verbs", "rules[0].apiGroups", "rules[0].resources", "rules[1].nonResourceURLs"}, "")
+	e.refused(t, req{method: "POST", path: base + "clusterroles", body: `{"metadata":{"name":"agg"},"aggregationRule":{}}`},
+		422, metav1.StatusReasonInvalid, []string{"aggregationRule.clusterRoleSelectors"}, "at least one clusterRoleSelector")
+	e.refused(t, req{method: "POST", path: base + "clusterroles", body: `{"metadata":{"name":"agg"},"aggregationRule":{"clusterRoleSelectors":[
+		{"matchLabels":{"a":"true"}},{"matchExpressions":[{"key":"b","operator":"Sometimes"}]}]}}`},
+		422, metav1.StatusReasonInvalid, []string{"aggregationRule.clusterRoleSelectors[1].matchExpressions[0].operator"}, "")
 	// Names are path segments: the built-in style works, a slash does not.
 	e.ok(req{method: "POST", path: base + "clusterroles", body: `{"metadata":{"name":"system:custom"},"rules":[{"verbs":["get"],"nonResourceURLs":["/metrics"]}]}`}, 201, nil)
 	e.refused(t, req{method: "POST", path: base + "clusterroles", body: `{"metadata":{"name":"a/b"}}`}, 422, metav1.StatusReasonInvalid, []string{"metadata.name"}, "")
@@ -169,4 +174,113 @@ func TestRBACValidation(t *testing.T) {
 	if crb.RoleRef.Name != "view" {
 		t.Fatalf("stored roleRef changed: %+v", crb.RoleRef)
 	}
+}
+
+// TestImpersonation checks kubectl's --as, --as-group, --as-uid and
+// client-go's extra headers: an admin may act as anyone, a user only as
+// the identities RBAC lets them impersonate, and the request then runs with
+// exactly the impersonated identity.
+func TestImpersonation(t *testing.T) {
+	e := newEnv(t)
+	withBootstrapPolicy(t, e)
+	e.ok(req{method: "POST", path: "/api/v1/namespaces", body: `{"metadata":{"name":"dev"}}`}, 201, nil)
+	e.ok(req{method: "POST", path: "/api/v1/namespaces/dev/serviceaccounts", body: `{"metadata":{"name":"ci"}}`}, 201, nil)
+	e.ok(req{method: "POST", path: "/apis/rbac.authorization.k8s.io/v1/namespaces/dev/rolebindings", body: `{
+		"metadata":{"name":"bob-view"},
+		"roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"ClusterRole","name":"view"},
+		"subjects":[{"kind":"User","apiGroup":"rbac.authorization.k8s.io","name":"bob"}]}`}, 201, nil)
+	as := func(user string, groups ...string) http.Header {
+		h := http.Header{}
+		if user != "" {
+			h.Set("Impersonate-User", user)
+		}
+		for _, g := range groups {
+			h.Add("Impersonate-Group", g)
+		}
+		return h
+	}
+	whoami := func(tls *tls.ConnectionState, h http.Header) authenticationv1.UserInfo {
+		t.Helper()
+		var who authenticationv1.SelfSubjectReview
+		e.ok(req{method: "POST", path: "/apis/authentication.k8s.io/v1/selfsubjectreviews", tls: tls, header: h, body: `{}`}, 201, &who)
+		return who.Status.UserInfo
+	}
+
+	// The admin (system:masters) acts as bob: bob's access, not the admin's.
+	e.ok(req{method: "GET", path: "/api/v1/namespaces/dev/pods", header: as("bob")}, 200, nil)
+	st := status(t, e.ok(req{method: "GET", path: "/api/v1/namespaces/dev/secrets", header: as("bob")}, 403, nil))
+	if !strings.Contains(st.Message, `User "bob" cannot list resource "secrets"`) {
+		t.Fatalf("as bob: %s", st.Message)
+	}
+	e.ok(req{method: "GET", path: "/api/v1/namespaces/default/pods", header: as("bob")}, 403, nil)
+	if u := whoami(nil, as("bob")); u.Username != "bob" || strings.Join(u.Groups, ",") != "system:authenticated" {
+		t.Fatalf("as bob: %+v", u)
+	}
+	// With a group: the group's bindings apply (system:masters is everything).
+	e.ok(req{method: "GET", path: "/api/v1/namespaces/default/secrets", header: as("bob", "system:masters")}, 200, nil)
+	h := as("bob", "developers")
+	h.Set("Impersonate-Uid", "1234")
+	h.Set("Impersonate-Extra-Scopes", "view")
+	h.Add("Impersonate-Extra-Scopes", "dev")
+	h.Set("Impersonate-Extra-Example.com%2fteam", "storage")
+	u := whoami(nil, h)
+	if u.Username != "bob" || u.UID != "1234" || strings.Join(u.Groups, ",") != "developers,system:authenticated" ||
+		strings.Join(u.Extra["scopes"], ",") != "view,dev" || strings.Join(u.Extra["example.com/team"], ",") != "storage" {
+		t.Fatalf("as bob with groups, uid and extra: %+v", u)
+	}
+	// A service account: its namespace's groups, and its bindings.
+	u = whoami(nil, as("system:serviceaccount:dev:ci"))
+	if u.Username != "system:serviceaccount:dev:ci" ||
+		strings.Join(u.Groups, ",") != "system:serviceaccounts,system:serviceaccounts:dev,system:authenticated" {
+		t.Fatalf("as a service account: %+v", u)
+	}
+
+	// bob may impersonate no one.
+	bob := tlsFor(certFor("bob"))
+	st = status(t, e.ok(req{method: "GET", path: "/api/v1/namespaces/dev/pods", tls: bob, header: as("alice")}, 403, nil))
+	if st.Message != `users "alice" is forbidden: User "bob" cannot impersonate resource "users" in API group "" at the cluster scope` {
+		t.Fatalf("bob as alice: %s", st.Message)
+	}
+	// Allowed to impersonate alice, and the service accounts of dev, but
+	// not the group system:masters, a uid or extras.
+	e.ok(req{method: "POST", path: "/apis/rbac.authorization.k8s.io/v1/clusterroles", body: `{
+		"metadata":{"name":"impersonate-alice"},
+		"rules":[{"apiGroups":[""],"resources":["users"],"verbs":["impersonate"],"resourceNames":["alice"]}]}`}, 201, nil)
+	e.ok(req{method: "POST", path: "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", body: `{
+		"metadata":{"name":"bob-impersonates-alice"},
+		"roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"ClusterRole","name":"impersonate-alice"},
+		"subjects":[{"kind":"User","apiGroup":"rbac.authorization.k8s.io","name":"bob"}]}`}, 201, nil)
+	e.ok(req{method: "POST", path: "/apis/rbac.authorization.k8s.io/v1/namespaces/dev/rolebindings", body: `{
+		"metadata":{"name":"bob-edit"},
+		"roleRef":{"apiGroup":"rbac.authorization.k8s.io","kind":"ClusterRole","name":"edit"},
+		"subjects":[{"kind":"User","apiGroup":"rbac.authorization.k8s.io","name":"bob"}]}`}, 201, nil)
+	if u := whoami(bob, as("alice")); u.Username != "alice" {
+		t.Fatalf("bob as alice: %+v", u)
+	}
+	// alice has no bindings: as alice, bob reads nothing in dev.
+	e.ok(req{method: "GET", path: "/api/v1/namespaces/dev/pods", tls: bob, header: as("alice")}, 403, nil)
+	e.ok(req{method: "GET", path: "/api/v1/namespaces/dev/pods", tls: bob, header: as("carol")}, 403, nil)
+	st = status(t, e.ok(req{method: "GET", path: "/api/v1/namespaces/dev/pods", tls: bob, header: as("alice", "system:masters")}, 403, nil))
+	if st.Message != `groups "system:masters" is forbidden: User "bob" cannot impersonate resource "groups" in API group "" at the cluster scope` {
+		t.Fatalf("bob as alice in system:masters: %s", st.Message)
+	}
+	h = as("alice")
+	h.Set("Impersonate-Uid", "1")
+	e.ok(req{method: "GET", path: "/api/v1/namespaces/dev/pods", tls: bob, header: h}, 403, nil)
+	// edit lets bob act as the service accounts of dev (as Kubernetes' edit
+	// role does), and only there.
+	if u := whoami(bob, as("system:serviceaccount:dev:ci")); u.Username != "system:serviceaccount:dev:ci" {
+		t.Fatalf("bob as dev's ci account: %+v", u)
+	}
+	st = status(t, e.ok(req{method: "GET", path: "/api/v1/namespaces/dev/pods", tls: bob, header: as("system:serviceaccount:default:default")}, 403, nil))
+	if st.Message != `serviceaccounts "default" is forbidden: User "bob" cannot impersonate resource "serviceaccounts" in API group "" in the namespace "default"` {
+		t.Fatalf("bob as default's account: %s", st.Message)
+	}
+
+	// Malformed impersonation.
+	e.ok(req{method: "GET", path: "/api/v1/namespaces/dev/pods", header: as("", "developers")}, 400, nil)
+	h = as("bob")
+	h.Add("Impersonate-User", "alice")
+	e.ok(req{method: "GET", path: "/api/v1/namespaces/dev/pods", header: h}, 400, nil)
+	e.ok(req{method: "GET", path: "/api/v1/namespaces/dev/pods", header: http.Header{"Impersonate-User": {""}}}, 400, nil)
 }

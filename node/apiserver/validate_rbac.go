@@ -4,6 +4,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/validation/path"
+	metavalidation "k8s.io/apimachinery/pkg/apis/meta/v1/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 )
 
@@ -34,6 +35,23 @@ func validateRules(rules []rbacv1.PolicyRule, namespaced bool, p *field.Path) fi
 		if len(r.Resources) == 0 {
 			errs = append(errs, field.Required(rp.Child("resources"), "resource rules must supply at least one resource"))
 		}
+	}
+	return errs
+}
+
+// validateAggregationRule checks a ClusterRole's aggregation rule as
+// Kubernetes does: at least one selector, each a valid label selector.
+func validateAggregationRule(agg *rbacv1.AggregationRule) field.ErrorList {
+	if agg == nil {
+		return nil
+	}
+	p := field.NewPath("aggregationRule", "clusterRoleSelectors")
+	if len(agg.ClusterRoleSelectors) == 0 {
+		return field.ErrorList{field.Required(p, "at least one clusterRoleSelector required if aggregationRule is non-nil")}
+	}
+	var errs field.ErrorList
+	for i := range agg.ClusterRoleSelectors {
+		errs = append(errs, metavalidation.ValidateLabelSelector(&agg.ClusterRoleSelectors[i], metavalidation.LabelSelectorValidationOptions{}, p.Index(i))...)
 	}
 	return errs
 }
@@ -93,7 +111,7 @@ func validateRBAC(obj, old any) (errs field.ErrorList, ok bool) {
 	case *rbacv1.Role:
 		return validateRules(o.Rules, true, field.NewPath("rules")), true
 	case *rbacv1.ClusterRole:
-		return validateRules(o.Rules, false, field.NewPath("rules")), true
+		return append(validateRules(o.Rules, false, field.NewPath("rules")), validateAggregationRule(o.AggregationRule)...), true
 	case *rbacv1.RoleBinding:
 		var oldRef *rbacv1.RoleRef
 		if old, ok := old.(*rbacv1.RoleBinding); ok {

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 )
 
 func TestRuleAllows(t *testing.T) {
@@ -106,5 +107,51 @@ func TestServiceAccountSubjects(t *testing.T) {
 	}
 	if appliesTo(subjects, Attributes{User: "system:serviceaccount::ci"}, "") {
 		t.Fatal("a cluster binding's service account without namespace matched")
+	}
+}
+
+// TestReconcileBootstrap upgrades a role and binding stored by an older
+// policy: what is missing is added, what the administrator added stays,
+// and autoupdate "false" leaves them alone.
+func TestReconcileBootstrap(t *testing.T) {
+	roles, bindings := Bootstrap()
+	byName := map[string]*rbacv1.ClusterRole{}
+	for _, r := range roles {
+		byName[r.Name] = r
+	}
+	// edit as an older version stored it: plain rules, no aggregation.
+	mine := rbacv1.PolicyRule{Verbs: []string{"get"}, APIGroups: []string{"example.com"}, Resources: []string{"widgets"}}
+	old := &rbacv1.ClusterRole{}
+	old.Name = "edit"
+	old.Annotations = map[string]string{AnnotationAutoupdate: "true", "note": "mine"}
+	old.Rules = []rbacv1.PolicyRule{mine}
+	got, changed := ReconcileClusterRole(old, byName["edit"])
+	if !changed || got.AggregationRule == nil || len(got.AggregationRule.ClusterRoleSelectors) != 1 ||
+		got.AggregationRule.ClusterRoleSelectors[0].MatchLabels[LabelAggregateToEdit] != "true" {
+		t.Fatalf("edit not given its aggregation rule: %+v", got)
+	}
+	if got.Labels[LabelAggregateToAdmin] != "true" || got.Annotations["note"] != "mine" || len(got.Rules) != 1 {
+		t.Fatalf("edit's labels, annotations or rules: %+v", got.ObjectMeta)
+	}
+	if _, changed := ReconcileClusterRole(got, byName["edit"]); changed {
+		t.Fatal("a reconciled role reconciles again")
+	}
+	// A plain role gains missing rules and keeps its own.
+	disc := byName["system:discovery"].DeepCopy()
+	disc.Rules = []rbacv1.PolicyRule{mine}
+	got, changed = ReconcileClusterRole(disc, byName["system:discovery"])
+	if !changed || len(got.Rules) != 1+len(byName["system:discovery"].Rules) || !equality.Semantic.DeepEqual(got.Rules[0], mine) {
+		t.Fatalf("system:discovery rules: %+v", got.Rules)
+	}
+	disc.Annotations[AnnotationAutoupdate] = "false"
+	if _, changed := ReconcileClusterRole(disc, byName["system:discovery"]); changed {
+		t.Fatal("autoupdate false was reconciled")
+	}
+	// A binding gains its subject back.
+	b := bindings[0].DeepCopy()
+	b.Subjects = []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "root"}}
+	gotB, changed := ReconcileClusterRoleBinding(b, bindings[0])
+	if !changed || len(gotB.Subjects) != 2 || gotB.Subjects[1] != bindings[0].Subjects[0] {
+		t.Fatalf("binding subjects: %+v", gotB.Subjects)
 	}
 }

@@ -1,8 +1,10 @@
 // Package builtin keeps objects every cluster has, as kube-apiserver does
 // at start-up: the built-in PriorityClasses, the bootstrap RBAC policy. A
 // missing one is created (also after someone deleted it); one that exists
-// is left as it is (its fields are the user's). All missing objects are
-// created in one proposal; a failed write is retried with back-off.
+// is left as it is (its fields are the user's), unless the object comes
+// with a Reconcile function, which may bring it up to date (the bootstrap
+// RBAC policy gains what a newer version adds). All writes go in one
+// proposal; a failed one is retried with back-off.
 //
 // It runs on the leader only and keeps no state; every sync reads the
 // store.
@@ -22,6 +24,11 @@ import (
 type Object struct {
 	Resource string
 	Object   state.Object
+	// Reconcile, when set, is given a copy of the stored object and
+	// returns it brought up to date and true, or false when it needs no
+	// write. It runs whenever the controller syncs: when the leader
+	// starts, and after a built-in is deleted.
+	Reconcile func(stored state.Object) (state.Object, bool)
 }
 
 // queueKey is the controller's only work item: "check the built-ins".
@@ -83,13 +90,21 @@ func (bc *Controller) Sync(ctx context.Context) error { return bc.sync(ctx) }
 // ShutDown stops the work queue (for tests that never call Run).
 func (bc *Controller) ShutDown() { bc.queue.ShutDown() }
 
-// sync creates the built-ins that are missing, in one proposal.
+// sync creates the built-ins that are missing and updates those that
+// reconcile to something new, in one proposal.
 func (bc *Controller) sync(ctx context.Context) error {
 	var ops []state.Op
 	var names []string
 	for _, want := range bc.objects() {
 		o := want.Object
-		if _, ok := bc.c.Store.Get(want.Resource, o.GetNamespace(), o.GetName()); ok {
+		if cur, ok := bc.c.Store.Get(want.Resource, o.GetNamespace(), o.GetName()); ok {
+			if want.Reconcile == nil {
+				continue
+			}
+			if next, changed := want.Reconcile(cur.DeepCopyObject().(state.Object)); changed {
+				ops = append(ops, state.Update(next, controller.RV(cur)))
+				names = append(names, o.GetName())
+			}
 			continue
 		}
 		o.SetUID(bc.c.NewUID())
@@ -103,8 +118,8 @@ func (bc *Controller) sync(ctx context.Context) error {
 		return nil
 	}
 	if _, err := bc.c.Proposer.Propose(ctx, ops...); err != nil {
-		return fmt.Errorf("creating the %s %v: %w", bc.what, names, err)
+		return fmt.Errorf("writing the %s %v: %w", bc.what, names, err)
 	}
-	bc.c.Log.Info("created "+bc.what, "names", names)
+	bc.c.Log.Info("created or updated "+bc.what, "names", names)
 	return nil
 }

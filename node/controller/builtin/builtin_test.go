@@ -70,3 +70,50 @@ func TestBuiltinsOfTwoResources(t *testing.T) {
 		return o != nil && o.GetUID() != "mine"
 	})
 }
+
+// TestReconcile: a built-in with a Reconcile function that finds the stored
+// object out of date is updated (in the same proposal as the creates); one
+// that is up to date is not written.
+func TestReconcile(t *testing.T) {
+	c, store, local := controllertest.New()
+	rule := rbacv1.PolicyRule{Verbs: []string{"get"}, NonResourceURLs: []string{"/new"}}
+	objs := func() []Object {
+		o := objects()
+		o[0].Reconcile = func(stored state.Object) (state.Object, bool) {
+			r := stored.(*rbacv1.ClusterRole)
+			for _, have := range r.Rules {
+				if have.NonResourceURLs[0] == "/new" {
+					return nil, false
+				}
+			}
+			r.Rules = append(r.Rules, rule)
+			return r, true
+		}
+		return o
+	}
+	bc := New(c, "test built-ins", objs)
+	defer bc.ShutDown()
+	old := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "r", UID: "old"},
+		Rules: []rbacv1.PolicyRule{{Verbs: []string{"get"}, NonResourceURLs: []string{"/x"}}}}
+	if _, err := local.Propose(context.Background(), state.Create(old)); err != nil {
+		t.Fatal(err)
+	}
+	if err := bc.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	o, _ := store.Get(roles, "", "r")
+	r := o.(*rbacv1.ClusterRole)
+	if r.UID != "old" || len(r.Rules) != 2 || r.Rules[1].NonResourceURLs[0] != "/new" {
+		t.Fatalf("role not reconciled in place: %+v", r)
+	}
+	if _, ok := store.Get(bindings, "", "b"); !ok {
+		t.Fatal("the missing binding was not created with the update")
+	}
+	rv := controller.RV(o)
+	if err := bc.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if o, _ := store.Get(roles, "", "r"); controller.RV(o) != rv {
+		t.Fatal("an up-to-date role was written again")
+	}
+}
