@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/http"
 	"net/http/httptest"
 	"reflect"
 	"slices"
@@ -104,6 +105,7 @@ type req struct {
 	bearer       string // Authorization: Bearer, over TLS without a client certificate
 	tls          *tls.ConnectionState
 	noTLS        bool
+	header       http.Header // more request headers
 }
 
 func (e *testEnv) do(r req) *httptest.ResponseRecorder {
@@ -135,6 +137,11 @@ func (e *testEnv) do(r req) *httptest.ResponseRecorder {
 	}
 	if r.ifNoneMatch != "" {
 		hr.Header.Set("If-None-Match", r.ifNoneMatch)
+	}
+	for k, vs := range r.header {
+		for _, v := range vs {
+			hr.Header.Add(k, v)
+		}
 	}
 	if r.userAgent != "" {
 		hr.Header.Set("User-Agent", r.userAgent)

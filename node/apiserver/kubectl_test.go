@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -67,6 +68,18 @@ current-context: shoal
 	}
 	env := []string{"HOME=" + home, "KUBECONFIG=" + path, "PATH=" + os.Getenv("PATH")}
 	return &kubectl{t: t, bin: bin, env: env}
+}
+
+// minor is the kubectl's minor version: from a version-specific binary's
+// name (kubectl.1.27), 33 for the dispatcher, which picks kubectl.1.33 for
+// this server.
+func (k *kubectl) minor() int {
+	if v, ok := strings.CutPrefix(filepath.Base(k.bin), "kubectl.1."); ok {
+		if n, err := strconv.Atoi(v); err == nil {
+			return n
+		}
+	}
+	return 33
 }
 
 func (k *kubectl) cmd(ctx context.Context, args ...string) *exec.Cmd {
@@ -165,6 +178,19 @@ func kubectlFlow(t *testing.T, e *testEnv, k *kubectl) {
 	k.run("", "create", "rolebinding", "read-pods", "--clusterrole=pod-reader", "--user=bob", "-n", "default")
 	out = k.run("", "get", "rolebindings", "-o", "wide")
 	mustContain(t, "get rolebindings -o wide", out, "ROLE", "ClusterRole/pod-reader", "bob")
+	// Impersonation (--as, --as-group): the admin sees what bob sees.
+	withBootstrapPolicy(t, e)
+	out = k.run("", "auth", "can-i", "list", "pods", "--as=bob")
+	mustContain(t, "auth can-i --as=bob", out, "yes")
+	if out, err := k.try("", "get", "secrets", "--as=bob"); err == nil ||
+		!strings.Contains(out, `User "bob" cannot list resource "secrets"`) {
+		t.Fatalf("get secrets --as=bob: %v\n%s", err, out)
+	}
+	k.run("", "get", "pods", "--as=bob", "--as-group=system:masters", "-A")
+	if k.minor() >= 28 { // auth whoami is beta from 1.28 (alpha, and off, before)
+		out = k.run("", "auth", "whoami", "--as=bob", "--as-group=developers")
+		mustContain(t, "auth whoami --as", out, "bob", "developers", "system:authenticated")
+	}
 
 	out = k.run("", "get", "ns")
 	mustContain(t, "get ns", out, "NAME", "STATUS", "default", "Active", "kube-system")

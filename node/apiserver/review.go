@@ -73,7 +73,13 @@ func (s *Server) serveReview(rq *request, path string) bool {
 	case "selfsubjectreviews":
 		r := authenticationv1.SelfSubjectReview{}
 		r.APIVersion, r.Kind = "authentication.k8s.io/v1", "SelfSubjectReview"
-		r.Status.UserInfo = authenticationv1.UserInfo{Username: rq.user.Name, Groups: slices.Clone(rq.user.Groups)}
+		r.Status.UserInfo = authenticationv1.UserInfo{Username: rq.user.Name, UID: rq.user.UID, Groups: slices.Clone(rq.user.Groups)}
+		for k, vs := range rq.user.Extra {
+			if r.Status.UserInfo.Extra == nil {
+				r.Status.UserInfo.Extra = map[string]authenticationv1.ExtraValue{}
+			}
+			r.Status.UserInfo.Extra[k] = slices.Clone(vs)
+		}
 		rq.writeJSON(http.StatusCreated, &r)
 	}
 	return true

@@ -186,10 +186,13 @@ func (s *Server) Close() {
 	s.bg.Wait()
 }
 
-// userInfo is the authenticated client: certificate CN and O.
+// userInfo is the authenticated client: certificate CN and O, or a service
+// account; UID and Extra come only from impersonation.
 type userInfo struct {
 	Name   string
 	Groups []string
+	UID    string
+	Extra  map[string][]string
 }
 
 // authenticate reads the identity from the verified client certificate
@@ -269,6 +272,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	rq.user = u
+	if rq.user = s.impersonate(rq); rq.user == nil {
+		return
+	}
 	s.route(rq)
 }
 

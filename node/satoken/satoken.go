@@ -47,6 +47,21 @@ type Claims struct {
 // User is the user name the API server sees for a service account.
 func User(namespace, name string) string { return "system:serviceaccount:" + namespace + ":" + name }
 
+// ParseUser splits a service account's user name
+// (system:serviceaccount:NAMESPACE:NAME) into its namespace and name; ok is
+// false for any other user name.
+func ParseUser(user string) (namespace, name string, ok bool) {
+	rest, ok := strings.CutPrefix(user, "system:serviceaccount:")
+	if !ok {
+		return "", "", false
+	}
+	namespace, name, ok = strings.Cut(rest, ":")
+	if !ok || namespace == "" || name == "" || strings.Contains(name, ":") {
+		return "", "", false
+	}
+	return namespace, name, true
+}
+
 // Groups are the groups of a service account's user.
 func Groups(namespace string) []string {
 	return []string{"system:serviceaccounts", "system:serviceaccounts:" + namespace}
