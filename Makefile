@@ -57,14 +57,23 @@ e2e: build
 # and the end-to-end tests against real multi-node clusters in namespaces.
 test: deps lint unit fuzz e2e
 
-bench: deps build
+# CoreDNS, for the DNS benchmark's side-by-side figure (issue 5 compares
+# with CoreDNS 1.12): built from the Go module proxy into bin/. When it
+# cannot be built the benchmark says so in its table and goes on.
+COREDNS_VERSION ?= v1.12.0
+bin/coredns:
+	@mkdir -p bin
+	GOBIN=$(CURDIR)/bin GOFLAGS= CGO_ENABLED=0 $(GO) install github.com/coredns/coredns@$(COREDNS_VERSION) || \
+		echo "coredns $(COREDNS_VERSION) could not be built: the DNS benchmark runs without the CoreDNS figure"
+
+bench: deps build bin/coredns
 	$(GO) test -run='^$$' -bench=. -benchtime=2s ./node/state/ ./consensus/
 	$(GO) test -run='^$$' -bench=. -benchtime=30x ./node/container/containerd/
 	$(GO) test -run='^$$' -bench=. -benchtime=3x ./node/scheduler/
 	$(GO) test -run='^$$' -bench=. -benchtime=1s ./dns/
 	$(GO) test -run='^$$' -bench=. -benchtime=3x ./netproxy/ ./node/controller/endpoints/
 	$(GO) test -run='^$$' -bench=. -benchtime=8x ./node/container/logfile/
-	$(GO) run ./e2e/bench -shoal $(BIN)
+	PATH="$(CURDIR)/bin:$$PATH" $(GO) run ./e2e/bench -shoal $(BIN)
 
 demo: deps build
 	./scripts/demo.sh
