@@ -7,15 +7,20 @@ import (
 	"time"
 )
 
-// Protocol is a service port's transport protocol: "TCP" or "UDP". Ports
-// with any other protocol are skipped (logged once), without an error.
+// Protocol is a service port's transport protocol: "TCP", "UDP" or "SCTP"
+// (Kubernetes' spelling). Ports with any other protocol are skipped (logged
+// once), without an error.
 type Protocol string
 
 // The protocols netproxy programs.
 const (
-	TCP Protocol = "TCP"
-	UDP Protocol = "UDP"
+	TCP  Protocol = "TCP"
+	UDP  Protocol = "UDP"
+	SCTP Protocol = "SCTP"
 )
+
+// supported reports whether netproxy programs ports of protocol p.
+func (p Protocol) supported() bool { return p == TCP || p == UDP || p == SCTP }
 
 // Strategy is how a service port spreads new connections over its endpoints.
 type Strategy string
@@ -29,7 +34,9 @@ const (
 	// Weighted is round robin in proportion to Endpoint.Weight.
 	Weighted Strategy = "weighted"
 	// LeastConn sends each new TCP connection to the endpoint with the fewest
-	// active connections, through a userspace proxy. UDP ports and
+	// active connections, and each new UDP session (a client address:port,
+	// active until it has been quiet for 30 s) to the endpoint with the
+	// fewest active sessions, through userspace proxies. SCTP ports and
 	// externalTrafficPolicy Local traffic fall back to round robin.
 	LeastConn Strategy = "least-conn"
 )

@@ -1,7 +1,8 @@
 // Package netproxy is Shoal's service dataplane (kube-proxy's job): it turns
 // a Config (services, their ports and endpoints) into nftables rules inside a
-// network namespace, programmed over netlink, and runs a userspace TCP proxy
-// for services that ask for least connections. It never sees Kubernetes
+// network namespace, programmed over netlink, and runs userspace TCP and UDP
+// proxies for services that ask for least connections. It balances TCP, UDP
+// and SCTP ports. It never sees Kubernetes
 // types: the node's glue translates Services and EndpointSlices into Config.
 //
 // # Layout
@@ -86,7 +87,7 @@
 //     The bridge port of such a pod needs hairpin mode (kubelet sets it)
 //     when br_netfilter bridges the DNAT'ed packet back to it.
 //   - Services without endpoints are rejected at once (TCP reset, ICMP port
-//     unreachable for UDP): filter chains hooked at prerouting and output at
+//     unreachable for UDP and SCTP): filter chains hooked at prerouting and output at
 //     priority -110 look new connections up in ONE verdict map
 //     no-endpoint-services and ONE map no-endpoint-nodeports. Prerouting
 //     rather than input/forward: the reject must not depend on the node
@@ -99,17 +100,27 @@
 //     like the iptables "recent" match), every pick records one. `nft list`
 //     prints the membership test's constant parts as "[invalid type]"; the
 //     update statement beside it shows the same values readably.
-//   - Least connections (TCP) is a userspace proxy per service port inside
-//     the namespace: the svc chain redirects to its listener (0.0.0.0:0),
-//     which sends every accepted connection to the endpoint with the fewest
-//     active connections (ties: round robin; session affinity honoured) and
-//     splices both ways. UDP ports with least-conn fall back to round
-//     robin, and so does externalTrafficPolicy Local traffic (a proxy would
-//     hide the client address). A port whose proxy cannot start falls back
-//     to round robin and is retried on the next Set. The proxies live in
-//     the process: after Close (which leaves the rules in place) the
-//     redirect rules point at closed listeners, so least-conn service
-//     ports fail until the next Proxy's first Set starts new proxies.
+//   - Least connections is a userspace proxy per TCP or UDP service port
+//     inside the namespace: the svc chain redirects to its socket
+//     (0.0.0.0:0). The TCP proxy sends every accepted connection to the
+//     endpoint with the fewest active connections (ties: round robin;
+//     session affinity honoured) and splices both ways. The UDP proxy
+//     does the same per session, a client address:port: each has its own
+//     socket connected to the chosen endpoint and counts as active until
+//     it has been quiet for 30 s; replies leave the proxy's socket from
+//     the address the client's datagrams were redirected to (IP_PKTINFO),
+//     so conntrack gives them the service address as their source. A
+//     service port holds at most 4,096 sessions; a new client over that
+//     ends the least recently active one (logged), so new clients always
+//     get through. Forwarding a datagram allocates
+//     nothing. SCTP ports with least-conn fall back to round robin (the
+//     node may have no SCTP sockets), and so does externalTrafficPolicy
+//     Local traffic (a proxy would hide the client address). A port whose
+//     proxy cannot start falls back to round robin and is retried on the
+//     next Set. The proxies live in the process: after Close (which leaves
+//     the rules in place) the redirect rules point at closed sockets, so
+//     least-conn service ports fail until the next Proxy's first Set
+//     starts new proxies.
 //
 // # Updates
 //
@@ -125,9 +136,12 @@
 // change of ClusterCIDR, which the services chains use, is one too, and so
 // is outgrowing the shard count. Remove deletes the base table and every
 // shard table. After a
-// successful Set, UDP conntrack entries DNAT'ed to removed endpoints, and
-// un-NAT'ed entries to service addresses that gained endpoints, are deleted
-// so the next datagram is balanced again.
+// successful Set, UDP conntrack entries DNAT'ed to removed endpoints,
+// un-NAT'ed entries to service addresses that gained endpoints, and the
+// entries of a port that starts or stops using a least-conn proxy (the
+// old path's: a new Proxy's first Set starts new proxies on new ports) are
+// deleted so the next datagram is balanced again. SCTP
+// entries are left alone: associations end, as TCP connections do.
 //
 // google/nftables builds the messages (the service rules and chains, sent
 // by the ten thousand in a full resync, are encoded directly, byte for byte
@@ -137,6 +151,6 @@
 // under 64 KiB.
 //
 // What cannot be programmed is skipped and logged once: IPv6 addresses,
-// protocols other than TCP and UDP, port 0, conflicting claims on one
+// protocols other than TCP, UDP and SCTP, port 0, conflicting claims on one
 // address (the lowest namespace/name:port with endpoints wins).
 package netproxy

@@ -42,14 +42,23 @@ func loadL4proto(reg uint32) expr.Any {
 	return &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg}
 }
 
+// protoNum is the IP protocol number of p (the l4proto in map keys and
+// matches). Only the protocols state.update lets through reach it; anything
+// else would be a bug, and gets 0 (IPPROTO_IP, which no packet's l4proto
+// matches) rather than another protocol's number.
 func protoNum(p Protocol) byte {
-	if p == UDP {
+	switch p {
+	case TCP:
+		return unix.IPPROTO_TCP
+	case UDP:
 		return unix.IPPROTO_UDP
+	case SCTP:
+		return unix.IPPROTO_SCTP
 	}
-	return unix.IPPROTO_TCP
+	return 0
 }
 
-// matchProto is `meta l4proto tcp|udp`.
+// matchProto is `meta l4proto tcp|udp|sctp`.
 func matchProto(p Protocol) []expr.Any {
 	return []expr.Any{loadL4proto(reg1), &expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{protoNum(p)}}}
 }

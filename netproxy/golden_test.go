@@ -40,9 +40,16 @@ func goldenConfigs() map[string]Config {
 	empty := Service{Namespace: "shop", Name: "empty", ClusterIPs: []netip.Addr{a4("10.43.1.3")},
 		Ports: []Port{{Protocol: TCP, Port: 80, NodePort: 30081}, {Name: "q", Protocol: UDP, Port: 5000}}}
 	lc := Service{Namespace: "shop", Name: "lc", ClusterIPs: []netip.Addr{a4("10.43.1.4")}, Strategy: LeastConn,
-		Ports: []Port{{Protocol: TCP, Port: 80, Endpoints: []Endpoint{ep("10.42.1.10", 80), ep("10.42.1.11", 80)}}}}
-	sctp := Service{Namespace: "shop", Name: "sctp", ClusterIPs: []netip.Addr{a4("10.43.1.5")},
-		Ports: []Port{{Protocol: "SCTP", Port: 9, Endpoints: []Endpoint{ep("10.42.1.12", 9)}}}}
+		Ports: []Port{
+			{Protocol: TCP, Port: 80, Endpoints: []Endpoint{ep("10.42.1.10", 80), ep("10.42.1.11", 80)}},
+			{Protocol: UDP, Port: 80, Endpoints: []Endpoint{ep("10.42.1.10", 80), ep("10.42.1.11", 80)}},
+		}}
+	// TCP and SCTP on one port number and one node port: separate keys.
+	sctp := Service{Namespace: "shop", Name: "sctp", ClusterIPs: []netip.Addr{a4("10.43.1.5")}, AffinityTimeout: time.Minute,
+		Ports: []Port{
+			{Name: "tcp", Protocol: TCP, Port: 9, NodePort: 30009, Endpoints: []Endpoint{ep("10.42.1.12", 9)}},
+			{Name: "sctp", Protocol: SCTP, Port: 9, NodePort: 30009, Endpoints: []Endpoint{localEP("10.42.0.13", 9), ep("10.42.1.13", 9)}},
+		}}
 	agent := Service{Namespace: "logs", Name: "agent", ClusterIPs: []netip.Addr{a4("10.43.3.1")}, InternalLocal: true,
 		AffinityTimeout: time.Minute, Ports: []Port{{Protocol: TCP, Port: 24224, NodePort: 30224,
 			Endpoints: []Endpoint{localEP("10.42.0.40", 24224), ep("10.42.1.40", 24224), localEP("10.42.0.41", 24224)}}}}
@@ -57,6 +64,7 @@ func goldenConfigs() map[string]Config {
 	b.Services[2].ExternalLocal = false                                      // front: Cluster policy
 	b.Services[4].Ports[0].Endpoints = []Endpoint{localEP("10.42.0.20", 80)} // empty gets an endpoint
 	b.Services[5].Strategy = RoundRobin                                      // lc: no proxy any more
+	b.Services[6].Ports[1].Endpoints = nil                                   // sctp: SCTP rejects, TCP on 9 stays
 	b.Services[7].Ports[0].Endpoints = []Endpoint{ep("10.42.1.40", 24224)}   // agent: no local endpoint, ClusterIP drops
 	b.Services = slices.Delete(b.Services, 3, 4)                             // canary gone
 	b.Services = append(b.Services, Service{Namespace: "new", Name: "svc", ClusterIPs: []netip.Addr{a4("10.43.2.1")},

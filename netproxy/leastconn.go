@@ -19,14 +19,19 @@ import (
 // dialTimeout bounds the proxy's connect to one endpoint.
 const dialTimeout = 5 * time.Second
 
-// socketMaker creates TCP sockets inside the proxy's namespace: a goroutine
-// locked to an OS thread that joined the namespace serves the requests (a
-// socket belongs to the namespace of the thread that created it and can be
-// used from any thread afterwards).
+// socketMaker creates TCP and UDP sockets inside the proxies' namespace: a
+// goroutine locked to an OS thread that joined the namespace serves the
+// requests (a socket belongs to the namespace of the thread that created it
+// and can be used from any thread afterwards).
 type socketMaker struct {
-	reqs chan chan sockResult
+	reqs chan sockReq
 	stop chan struct{}
 	once sync.Once
+}
+
+type sockReq struct {
+	typ int // unix.SOCK_STREAM or unix.SOCK_DGRAM
+	res chan sockResult
 }
 
 type sockResult struct {
@@ -35,7 +40,7 @@ type sockResult struct {
 }
 
 func newSocketMaker(nsfd int) (*socketMaker, error) {
-	m := &socketMaker{reqs: make(chan chan sockResult), stop: make(chan struct{})}
+	m := &socketMaker{reqs: make(chan sockReq), stop: make(chan struct{})}
 	ready := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
@@ -49,8 +54,8 @@ func newSocketMaker(nsfd int) (*socketMaker, error) {
 		for {
 			select {
 			case r := <-m.reqs:
-				fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-				r <- sockResult{fd, err}
+				fd, err := unix.Socket(unix.AF_INET, r.typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+				r.res <- sockResult{fd, err}
 			case <-m.stop:
 				return
 			}
@@ -64,21 +69,50 @@ func newSocketMaker(nsfd int) (*socketMaker, error) {
 
 func (m *socketMaker) close() { m.once.Do(func() { close(m.stop) }) }
 
-// dial connects to addr from inside the namespace.
-func (m *socketMaker) dial(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
-	r := make(chan sockResult, 1)
+// socket returns a new non-blocking socket of type typ from inside the
+// namespace.
+func (m *socketMaker) socket(ctx context.Context, typ int) (int, error) {
+	r := sockReq{typ: typ, res: make(chan sockResult, 1)}
 	select {
 	case m.reqs <- r:
 	case <-m.stop:
-		return nil, errors.New("proxy stopped")
+		return -1, errors.New("proxy stopped")
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return -1, ctx.Err()
 	}
-	res := <-r
+	res := <-r.res
 	if res.err != nil {
-		return nil, fmt.Errorf("socket: %w", res.err)
+		return -1, fmt.Errorf("socket: %w", res.err)
 	}
-	fd := res.fd
+	return res.fd, nil
+}
+
+// dialUDP returns a UDP socket of the namespace connected to addr (a UDP
+// connect only sets the peer: nothing waits).
+func (m *socketMaker) dialUDP(ctx context.Context, addr netip.AddrPort) (*net.UDPConn, error) {
+	fd, err := m.socket(ctx, unix.SOCK_DGRAM)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Connect(fd, &unix.SockaddrInet4{Port: int(addr.Port()), Addr: addr.Addr().As4()}); err != nil {
+		unix.Close(fd)
+		return nil, &net.OpError{Op: "dial", Net: "udp", Addr: net.UDPAddrFromAddrPort(addr), Err: err}
+	}
+	f := os.NewFile(uintptr(fd), "proxy-dial-udp")
+	defer f.Close()
+	c, err := net.FileConn(f) // dups the descriptor into the runtime poller
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.UDPConn), nil
+}
+
+// dial connects to addr (TCP) from inside the namespace.
+func (m *socketMaker) dial(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
+	fd, err := m.socket(ctx, unix.SOCK_STREAM)
+	if err != nil {
+		return nil, err
+	}
 	fail := func(err error) (net.Conn, error) {
 		unix.Close(fd)
 		return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(addr), Err: err}
@@ -118,8 +152,21 @@ func (m *socketMaker) dial(ctx context.Context, addr netip.AddrPort) (net.Conn, 
 	return net.FileConn(f) // dups the descriptor into the runtime poller
 }
 
-// lcBackend is an endpoint with its active connection count; it survives
-// endpoint updates as long as the endpoint stays.
+// leastConnProxy is the running least-connections proxy of one service
+// port: lcProxy for TCP, udpProxy for UDP.
+type leastConnProxy interface {
+	// update replaces the endpoints, live.
+	update(spec leastConnPort)
+	// listenPort is the local port the svc chain redirects to.
+	listenPort() uint16
+	// activeCounts returns each endpoint's active connections or sessions.
+	activeCounts() map[netip.AddrPort]int
+	// stop closes everything and waits for the proxy's goroutines.
+	stop()
+}
+
+// lcBackend is an endpoint with its active connection (or session) count;
+// it survives endpoint updates as long as the endpoint stays.
 type lcBackend struct {
 	addr   netip.AddrPort
 	active int
@@ -130,22 +177,29 @@ type affEntry struct {
 	seen time.Time
 }
 
-// lcProxy is the least-connections proxy of one service port.
-type lcProxy struct {
-	name  string
-	ln    net.Listener
-	port  uint16
-	dials *socketMaker
-	log   *slog.Logger
-
+// balancer is the choice both proxies make: the endpoint with the fewest
+// active connections or sessions, ties in round robin, ClientIP affinity
+// honoured. Its mutex also guards what each proxy keeps beside it.
+type balancer struct {
 	mu       sync.Mutex
 	backends []*lcBackend
 	byAddr   map[netip.AddrPort]*lcBackend
 	next     int // round-robin start among ties
 	affinity time.Duration
 	aff      map[netip.Addr]affEntry
-	conns    map[net.Conn]struct{}
-	stopped  bool
+}
+
+// lcProxy is the least-connections proxy of one TCP service port.
+type lcProxy struct {
+	balancer
+	name  string // namespace/name:port/protocol (the svc chain's), for logs
+	ln    net.Listener
+	port  uint16
+	dials *socketMaker
+	log   *slog.Logger
+
+	conns   map[net.Conn]struct{} // under mu
+	stopped bool                  // under mu
 
 	wg sync.WaitGroup
 }
@@ -161,21 +215,24 @@ func startLeastConn(nsfd int, dials *socketMaker, spec leastConnPort, log *slog.
 	if err != nil {
 		return nil, fmt.Errorf("least-conn proxy for %s: %w", spec.Name, err)
 	}
-	p := &lcProxy{
-		name: spec.Name, ln: ln, port: uint16(ln.Addr().(*net.TCPAddr).Port), dials: dials, log: log,
-		byAddr: map[netip.AddrPort]*lcBackend{}, aff: map[netip.Addr]affEntry{}, conns: map[net.Conn]struct{}{},
-	}
+	p := &lcProxy{name: spec.Name, ln: ln, port: uint16(ln.Addr().(*net.TCPAddr).Port), dials: dials, log: log,
+		conns: map[net.Conn]struct{}{}}
 	p.update(spec)
 	p.wg.Add(1)
 	go p.serve()
 	return p, nil
 }
 
+func (p *lcProxy) listenPort() uint16 { return p.port }
+
 // update replaces the endpoints (live); counts of staying endpoints carry on.
-func (p *lcProxy) update(spec leastConnPort) {
+func (p *balancer) update(spec leastConnPort) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.name, p.affinity = spec.Name, spec.Affinity
+	if p.aff == nil {
+		p.aff = map[netip.Addr]affEntry{}
+	}
+	p.affinity = spec.Affinity
 	backends := make([]*lcBackend, 0, len(spec.Endpoints))
 	byAddr := make(map[netip.AddrPort]*lcBackend, len(spec.Endpoints))
 	for _, ep := range spec.Endpoints {
@@ -195,9 +252,9 @@ func (p *lcProxy) update(spec leastConnPort) {
 	}
 }
 
-// pick chooses the backend for a new connection from client (skipping
-// those in failed) and counts it as active.
-func (p *lcProxy) pick(client netip.Addr, failed map[netip.AddrPort]bool) *lcBackend {
+// pick chooses the backend for a new connection or session from client
+// (skipping those in failed) and counts it as active.
+func (p *balancer) pick(client netip.Addr, failed map[netip.AddrPort]bool) *lcBackend {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	now := time.Now()
@@ -241,14 +298,14 @@ func (p *lcProxy) pick(client netip.Addr, failed map[netip.AddrPort]bool) *lcBac
 	return best
 }
 
-func (p *lcProxy) release(b *lcBackend) {
+func (p *balancer) release(b *lcBackend) {
 	p.mu.Lock()
 	b.active--
 	p.mu.Unlock()
 }
 
-// activeCounts returns each endpoint's active connections (for tests).
-func (p *lcProxy) activeCounts() map[netip.AddrPort]int {
+// activeCounts returns each endpoint's active connections or sessions.
+func (p *balancer) activeCounts() map[netip.AddrPort]int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	out := make(map[netip.AddrPort]int, len(p.backends))

@@ -8,7 +8,7 @@ import (
 
 func TestLeastConnPick(t *testing.T) {
 	eps := []netip.AddrPort{netip.MustParseAddrPort("10.42.0.2:80"), netip.MustParseAddrPort("10.42.0.3:80"), netip.MustParseAddrPort("10.42.0.4:80")}
-	p := &lcProxy{byAddr: map[netip.AddrPort]*lcBackend{}, aff: map[netip.Addr]affEntry{}}
+	p := &balancer{}
 	p.update(leastConnPort{Endpoints: eps})
 	client := a4("10.42.0.10")
 
@@ -45,7 +45,7 @@ func TestLeastConnPick(t *testing.T) {
 
 func TestLeastConnAffinity(t *testing.T) {
 	eps := []netip.AddrPort{netip.MustParseAddrPort("10.42.0.2:80"), netip.MustParseAddrPort("10.42.0.3:80")}
-	p := &lcProxy{byAddr: map[netip.AddrPort]*lcBackend{}, aff: map[netip.Addr]affEntry{}}
+	p := &balancer{}
 	p.update(leastConnPort{Endpoints: eps, Affinity: time.Hour})
 	a, b := a4("10.42.0.10"), a4("10.42.0.11")
 	first := p.pick(a, nil).addr

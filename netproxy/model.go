@@ -152,11 +152,15 @@ type udpPort struct {
 	Port      uint16
 	NodePort  uint16
 	Endpoints []netip.AddrPort
+	// Proxy is the port of the least-conn proxy the svc chain redirects
+	// to (0: none, the chains DNAT to Endpoints).
+	Proxy uint16
 }
 
 // leastConnPort is a service port served by the userspace proxy.
 type leastConnPort struct {
-	Name      string // namespace/name:port/protocol, for logs
+	Name      string   // namespace/name:port/protocol, for logs
+	Protocol  Protocol // TCP or UDP
 	Endpoints []netip.AddrPort
 	Affinity  time.Duration
 }

@@ -172,6 +172,11 @@ func (s *schema) baseSkeleton(t *txn) error {
 //	                 ip daddr @node-ips meta l4proto . th dport vmap @no-endpoint-nodeports
 //	reject-chain:    meta l4proto tcp reject with tcp reset
 //	                 reject (ICMP port unreachable)
+//
+// Only TCP gets a reset: UDP and SCTP get the ICMP port unreachable of the
+// second rule (what `reject with icmpx port-unreachable` sends in an inet
+// table), which an SCTP stack takes as a refusal of its INIT; nftables
+// cannot send an SCTP ABORT, and a TCP reset means nothing to SCTP.
 func (s *schema) endpointsCheck(t *txn) error {
 	b := t.nft
 	for _, set := range []*nftables.Set{s.nodeIPs, s.noEPIPs, s.noEPPorts} {

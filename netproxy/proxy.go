@@ -33,6 +33,9 @@ type Proxy struct {
 	// perShard sizes the shard tables (service ports per table);
 	// fixedShards > 0 overrides the sizing (tests).
 	perShard, fixedShards int
+	// udp bounds the sessions of the least-conn UDP proxies started from
+	// now on (tests shorten the idle timeout).
+	udp udpLimits
 
 	mu         sync.Mutex
 	state      *state    // the desired dataplane, as of the last Set
@@ -42,7 +45,7 @@ type Proxy struct {
 	pendingUDP *udpFlush // conntrack cleanup not yet done
 	logged     map[string]struct{}
 	dials      *socketMaker
-	lc         map[string]*lcProxy // least-conn proxies by svc chain name
+	lc         map[string]leastConnProxy // least-conn proxies by svc chain name
 	ct         *vnl.Handle
 	closed     bool
 
@@ -83,7 +86,8 @@ func New(opts Options) (*Proxy, error) {
 	}
 	return &Proxy{
 		opts: opts, log: log, nsfd: nsfd, sock: sock, schema: newSchema(opts.Table, opts.NoTrack...), perShard: portsPerShard,
-		logged: map[string]struct{}{}, lc: map[string]*lcProxy{}, state: newState(), pendingUDP: newUDPFlush(),
+		udp:    udpLimits{idle: defaultUDPIdle, maxSessions: defaultUDPMaxSessions},
+		logged: map[string]struct{}{}, lc: map[string]leastConnProxy{}, state: newState(), pendingUDP: newUDPFlush(),
 	}, nil
 }
 
@@ -294,12 +298,13 @@ func (p *Proxy) logSkipped(msgs []string) {
 }
 
 // leastConnPort is render's redirectFunc: it starts or updates the proxy of
-// a least-conn service port and returns its port (0 on failure: the port
-// then falls back to round robin).
+// a least-conn service port (TCP or UDP: the chain name includes the
+// protocol, so a chain's proxy keeps its kind) and returns its port (0 on
+// failure: the port then falls back to round robin).
 func (p *Proxy) leastConnPort(chain string, spec leastConnPort) uint16 {
 	if lp := p.lc[chain]; lp != nil {
 		lp.update(spec)
-		return lp.port
+		return lp.listenPort()
 	}
 	if p.dials == nil {
 		d, err := newSocketMaker(p.nsfd)
@@ -309,13 +314,29 @@ func (p *Proxy) leastConnPort(chain string, spec leastConnPort) uint16 {
 		}
 		p.dials = d
 	}
-	lp, err := startLeastConn(p.nsfd, p.dials, spec, p.log)
+	lp, err := p.startLeastConn(spec)
 	if err != nil {
 		p.log.Error("netproxy: least-conn proxy unavailable, using round robin", "service", spec.Name, "err", err)
 		return 0
 	}
 	p.lc[chain] = lp
-	return lp.port
+	return lp.listenPort()
+}
+
+// startLeastConn starts the proxy for spec's protocol.
+func (p *Proxy) startLeastConn(spec leastConnPort) (leastConnProxy, error) {
+	if spec.Protocol == UDP {
+		lp, err := startUDPLeastConn(p.nsfd, p.dials, spec, p.udp, p.log)
+		if err != nil {
+			return nil, err
+		}
+		return lp, nil
+	}
+	lp, err := startLeastConn(p.nsfd, p.dials, spec, p.log)
+	if err != nil {
+		return nil, err
+	}
+	return lp, nil
 }
 
 func (p *Proxy) stopAllLeastConn() {

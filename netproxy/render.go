@@ -154,6 +154,13 @@ func renderPort(svc *Service, p *Port, id portIdent, hash string, cidr netip.Pre
 		skip("service port %s: unknown strategy %q, using round robin", out.ID, strategy)
 		strategy = RoundRobin
 	}
+	if strategy == LeastConn && p.Protocol == SCTP {
+		// The proxy would need SCTP sockets, which a node's kernel may
+		// not have (CONFIG_IP_SCTP), while the kernel's SCTP conntrack
+		// and NAT balance it like any other protocol.
+		skip("service port %s: least-conn is not available for SCTP, using round robin", out.ID)
+		strategy = RoundRobin
+	}
 	affSet := ""
 	if svc.AffinityTimeout > 0 {
 		affSet = "aff-" + hash
@@ -163,8 +170,8 @@ func renderPort(svc *Service, p *Port, id portIdent, hash string, cidr netip.Pre
 	// The service chain: ClusterIP traffic, and external traffic that the
 	// ext chain passes on.
 	var rules []rule
-	if strategy == LeastConn && p.Protocol == TCP {
-		spec := leastConnPort{Name: out.ID, Affinity: svc.AffinityTimeout}
+	if strategy == LeastConn { // TCP or UDP: SCTP fell back above
+		spec := leastConnPort{Name: out.ID, Protocol: p.Protocol, Affinity: svc.AffinityTimeout}
 		for _, ep := range eps {
 			spec.Endpoints = append(spec.Endpoints, netip.AddrPortFrom(ep.IP, ep.Port))
 		}
@@ -175,6 +182,9 @@ func renderPort(svc *Service, p *Port, id portIdent, hash string, cidr netip.Pre
 		if port != 0 {
 			out.LeastConn = &spec
 			rules = []rule{{Redirect: port}}
+			if out.UDP != nil {
+				out.UDP.Proxy = port
+			}
 		} else {
 			out.WantsProxy = true
 		}

@@ -33,9 +33,16 @@ func TestChainNamesAreStable(t *testing.T) {
 	if a.hash() == c.hash() {
 		t.Error("TCP and UDP ports of one name share a chain name")
 	}
+	d := identOf(&Service{Namespace: "a", Name: "b"}, &Port{Name: "p", Protocol: SCTP, Port: 1})
+	if d.hash() == a.hash() || d.hash() == c.hash() {
+		t.Error("an SCTP port shares a chain name with a TCP or UDP port of the same name")
+	}
 }
 
-const web = "PK5WNJDG7Q" // default/web:http/TCP
+const (
+	web     = "PK5WNJDG7Q" // default/web:http/TCP
+	webSCTP = "BVUGVNBA7E" // default/web:assoc/SCTP
+)
 
 func webService(eps ...Endpoint) Service {
 	return Service{Namespace: "default", Name: "web", ClusterIPs: []netip.Addr{a4("10.43.0.10")},
@@ -191,7 +198,7 @@ no-endpoint-services 10.43.0.10 . tcp . 80 (owner WTMMNZMXEX)
 			`node port tcp . 30080 is claimed by a/first:http/tcp, b/second:http/tcp; it goes to "reject (no endpoints)"`,
 		},
 	}, {
-		name: "least connections: the chain redirects to the proxy; UDP falls back to round robin",
+		name: "least connections: the chains redirect to the TCP and UDP proxies",
 		cfg: Config{Services: []Service{{
 			Namespace: "default", Name: "web", Strategy: LeastConn, ClusterIPs: []netip.Addr{a4("10.43.0.10")},
 			Ports: []Port{
@@ -202,18 +209,60 @@ no-endpoint-services 10.43.0.10 . tcp . 80 (owner WTMMNZMXEX)
 		want: `chain svc-PK5WNJDG7Q:
   redirect to :40000 comment "default/web:http/tcp"
 chain svc-TZVDRAGU6A:
-  numgen inc mod 2 0 dnat to 10.42.0.2:53 comment "default/web:dns/udp"
-  dnat to 10.42.0.3:53
+  redirect to :40001 comment "default/web:dns/udp"
 service-ips 10.43.0.10 . tcp . 80 : goto svc-PK5WNJDG7Q
 service-ips 10.43.0.10 . udp . 53 : goto svc-TZVDRAGU6A
+`,
+	}, {
+		name: "SCTP beside TCP on one port number and node port: keys of their own; least-conn SCTP is round robin",
+		cfg: Config{ClusterCIDR: cidr, NodeIPs: []netip.Addr{a4("192.168.1.10")}, Services: []Service{{
+			Namespace: "default", Name: "web", Strategy: LeastConn, ClusterIPs: []netip.Addr{a4("10.43.0.10")},
+			Ports: []Port{
+				{Name: "http", Protocol: TCP, Port: 80, NodePort: 30080, Endpoints: three[:2]},
+				{Name: "assoc", Protocol: SCTP, Port: 80, NodePort: 30080, Endpoints: three[1:]},
+			},
+		}}},
+		want: `chain ext-` + webSCTP + `:
+  meta mark set meta mark | 0x00004000 goto svc-` + webSCTP + ` comment "default/web:assoc/sctp"
+chain ext-PK5WNJDG7Q:
+  meta mark set meta mark | 0x00004000 goto svc-PK5WNJDG7Q comment "default/web:http/tcp"
+chain svc-` + webSCTP + `:
+  numgen inc mod 2 0 dnat to 10.42.0.3:8080 comment "default/web:assoc/sctp"
+  dnat to 10.42.0.4:8080
+chain svc-PK5WNJDG7Q:
+  redirect to :40000 comment "default/web:http/tcp"
+node-ips 192.168.1.10
+service-ips 10.43.0.10 . sctp . 80 : goto svc-` + webSCTP + `
+service-ips 10.43.0.10 . tcp . 80 : goto svc-PK5WNJDG7Q
+service-nodeports sctp . 30080 : goto ext-` + webSCTP + `
+service-nodeports tcp . 30080 : goto ext-PK5WNJDG7Q
+`,
+		skipped: []string{"service port default/web:assoc/sctp: least-conn is not available for SCTP, using round robin"},
+	}, {
+		name: "SCTP without endpoints is rejected on its own keys; TCP on the same port number is served",
+		cfg: Config{Services: []Service{{
+			Namespace: "default", Name: "web", ClusterIPs: []netip.Addr{a4("10.43.0.10")},
+			Ports: []Port{
+				{Name: "http", Protocol: TCP, Port: 80, NodePort: 30080, Endpoints: three[:1]},
+				{Name: "assoc", Protocol: SCTP, Port: 80, NodePort: 30080},
+			},
+		}}},
+		want: `chain ext-PK5WNJDG7Q:
+  meta mark set meta mark | 0x00004000 goto svc-PK5WNJDG7Q comment "default/web:http/tcp"
+chain svc-PK5WNJDG7Q:
+  dnat to 10.42.0.2:8080 comment "default/web:http/tcp"
+no-endpoint-nodeports sctp . 30080 (owner ` + webSCTP + `)
+no-endpoint-services 10.43.0.10 . sctp . 80 (owner ` + webSCTP + `)
+service-ips 10.43.0.10 . tcp . 80 : goto svc-PK5WNJDG7Q
+service-nodeports tcp . 30080 : goto ext-PK5WNJDG7Q
 `,
 	}, {
 		name: "what cannot be programmed is skipped",
 		cfg: Config{ClusterCIDR: netip.MustParsePrefix("fd00::/64"), Services: []Service{
 			{Namespace: "v6", Name: "only", ClusterIPs: []netip.Addr{a4("fd00::10")},
 				Ports: []Port{{Protocol: TCP, Port: 80, Endpoints: []Endpoint{ep("fd00::2", 80)}}}},
-			{Namespace: "default", Name: "sctp", ClusterIPs: []netip.Addr{a4("10.43.0.20")},
-				Ports: []Port{{Protocol: "SCTP", Port: 9, Endpoints: three}, {Name: "zero", Protocol: TCP}}},
+			{Namespace: "default", Name: "dccp", ClusterIPs: []netip.Addr{a4("10.43.0.20")},
+				Ports: []Port{{Protocol: "DCCP", Port: 9, Endpoints: three}, {Name: "zero", Protocol: TCP}}},
 			{Namespace: "default", Name: "web", Strategy: "fastest", ClusterIPs: []netip.Addr{a4("fd00::10"), a4("10.43.0.10")},
 				Ports: []Port{{Name: "http", Protocol: TCP, Port: 80, Endpoints: []Endpoint{ep("fd00::2", 80), ep("10.42.0.2", 0), ep("10.42.0.3", 8080)}}}},
 		}},
@@ -224,8 +273,8 @@ service-ips 10.43.0.10 . tcp . 80 : goto svc-PK5WNJDG7Q
 		skipped: []string{
 			"cluster CIDR fd00::/64: not IPv4, nothing is masqueraded by source",
 			"service port v6/only:80/tcp: endpoint fd00::2 port 80: not an IPv4 address and port",
-			`service port default/sctp:9/sctp: protocol "SCTP" not supported (TCP and UDP only)`,
-			"service port default/sctp:zero/tcp: port 0",
+			`service port default/dccp:9/dccp: protocol "DCCP" not supported (TCP, UDP and SCTP only)`,
+			"service port default/dccp:zero/tcp: port 0",
 			"service port default/web:http/tcp: endpoint fd00::2 port 80: not an IPv4 address and port",
 			"service port default/web:http/tcp: endpoint 10.42.0.2 port 0: not an IPv4 address and port",
 			`service port default/web:http/tcp: unknown strategy "fastest", using round robin`,
@@ -250,7 +299,12 @@ service-ips 10.43.0.10 . tcp . 80 : goto svc-WTMMNZMXEX
 	}}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			rs, skipped := render(c.cfg, func(chain string, spec leastConnPort) uint16 { return 40000 })
+			rs, skipped := render(c.cfg, func(chain string, spec leastConnPort) uint16 {
+				if spec.Protocol == UDP {
+					return 40001 // the UDP proxy's
+				}
+				return 40000
+			})
 			if diff := cmp.Diff(c.want, describe(rs)); diff != "" {
 				t.Errorf("rendering (-want +got):\n%s", diff)
 			}

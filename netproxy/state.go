@@ -165,8 +165,8 @@ func (s *state) update(cfg Config, redirect redirectFunc) (*change, []string) {
 		for j := range svc.Ports {
 			p := &svc.Ports[j]
 			id := identOf(svc, p)
-			if p.Protocol != TCP && p.Protocol != UDP {
-				skip("service port %s: protocol %q not supported (TCP and UDP only)", id, p.Protocol)
+			if !p.Protocol.supported() {
+				skip("service port %s: protocol %q not supported (TCP, UDP and SCTP only)", id, p.Protocol)
 				entries = append(entries, nil)
 				continue
 			}

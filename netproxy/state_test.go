@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
 )
 
 // referenceDiff is the obvious, slow diff of two flat views: what an
@@ -137,9 +138,12 @@ func mutate(r *rand.Rand, cfg *Config) string {
 		cfg.NodeIPs = []netip.Addr{netip.AddrFrom4([4]byte{192, 168, 1, byte(10 + r.IntN(3))})}
 		return "node IPs"
 	case 11:
-		if p.Protocol == TCP {
+		switch p.Protocol {
+		case TCP:
 			p.Protocol = UDP
-		} else {
+		case UDP:
+			p.Protocol = SCTP
+		default:
 			p.Protocol = TCP
 		}
 		return "protocol"
@@ -243,7 +247,7 @@ func TestUDPStaleConntrackSelection(t *testing.T) {
 	}
 
 	// The filter itself: what it matches.
-	flow := func(dst, target string) *flowT { return &flowT{dst, target} }
+	flow := func(dst, target string) *flowT { return &flowT{dst: dst, target: target} }
 	for _, c := range []struct {
 		f    *flowT
 		want bool
@@ -255,6 +259,42 @@ func TestUDPStaleConntrackSelection(t *testing.T) {
 	} {
 		if got := f.MatchConntrackFlow(c.f.conntrack()); got != c.want {
 			t.Errorf("flow to %s DNAT'ed to %s: match %v, want %v", c.f.dst, c.f.target, got, c.want)
+		}
+	}
+}
+
+// TestConntrackFlushLeavesSCTP: SCTP ports are not UDP to the conntrack
+// cleanup (SCTP associations end, as TCP connections do): an SCTP port
+// changing selects nothing, and an SCTP entry with the address and port of
+// a UDP entry that is flushed stays.
+func TestConntrackFlushLeavesSCTP(t *testing.T) {
+	svc := func(proto Protocol, eps ...Endpoint) Service {
+		return Service{Namespace: "kube-system", Name: "sig-" + strings.ToLower(string(proto)), ClusterIPs: []netip.Addr{a4("10.43.0.10")},
+			Ports: []Port{{Protocol: proto, Port: 53, NodePort: 30053, Endpoints: eps}}}
+	}
+	cfg := func(udp, sctp []Endpoint) Config {
+		return Config{NodeIPs: []netip.Addr{a4("192.168.1.10")}, Services: []Service{svc(UDP, udp...), svc(SCTP, sctp...)}}
+	}
+	two := []Endpoint{ep("10.42.0.2", 53), ep("10.42.0.3", 53)}
+	st := newState()
+	st.update(cfg(two, nil), nil)
+	if c, _ := st.update(cfg(two, two), nil); !c.UDP.empty() {
+		t.Fatalf("the SCTP port got endpoints: flush %+v, want nothing", c.UDP)
+	}
+	if c, _ := st.update(cfg(two, two[1:]), nil); !c.UDP.empty() {
+		t.Fatalf("the SCTP port lost an endpoint: flush %+v, want nothing", c.UDP)
+	}
+	c, _ := st.update(cfg(two[1:], two[1:]), nil)
+	for _, f := range []struct {
+		flow *flowT
+		want bool
+	}{
+		{&flowT{dst: "10.43.0.10:53", target: "10.42.0.2:53"}, true},
+		{&flowT{dst: "10.43.0.10:53", target: "10.42.0.2:53", proto: unix.IPPROTO_SCTP}, false},
+		{&flowT{dst: "192.168.1.10:30053", target: "10.42.0.2:53", proto: unix.IPPROTO_SCTP}, false},
+	} {
+		if got := c.UDP.MatchConntrackFlow(f.flow.conntrack()); got != f.want {
+			t.Errorf("protocol %d flow to %s DNAT'ed to %s: match %v, want %v", f.flow.proto, f.flow.dst, f.flow.target, got, f.want)
 		}
 	}
 }

@@ -98,16 +98,23 @@ func mustRender(t testing.TB, cfg Config) *ruleset {
 	return rs
 }
 
-// flowT describes a UDP conntrack entry: original destination and the
-// address it was DNAT'ed to.
-type flowT struct{ dst, target string }
+// flowT describes a conntrack entry: original destination and the address
+// it was DNAT'ed to, UDP unless proto says otherwise.
+type flowT struct {
+	dst, target string
+	proto       uint8
+}
 
 func (f *flowT) conntrack() *vnl.ConntrackFlow {
 	d, t := netip.MustParseAddrPort(f.dst), netip.MustParseAddrPort(f.target)
+	proto := f.proto
+	if proto == 0 {
+		proto = unix.IPPROTO_UDP
+	}
 	fl := &vnl.ConntrackFlow{FamilyType: unix.AF_INET}
-	fl.Forward = vnl.IPTuple{Protocol: unix.IPPROTO_UDP, SrcIP: net.IPv4(10, 42, 0, 9), SrcPort: 40000,
+	fl.Forward = vnl.IPTuple{Protocol: proto, SrcIP: net.IPv4(10, 42, 0, 9), SrcPort: 40000,
 		DstIP: net.IP(d.Addr().AsSlice()), DstPort: d.Port()}
-	fl.Reverse = vnl.IPTuple{Protocol: unix.IPPROTO_UDP, SrcIP: net.IP(t.Addr().AsSlice()), SrcPort: t.Port(),
+	fl.Reverse = vnl.IPTuple{Protocol: proto, SrcIP: net.IP(t.Addr().AsSlice()), SrcPort: t.Port(),
 		DstIP: net.IPv4(10, 42, 0, 9), DstPort: 40000}
 	return fl
 }

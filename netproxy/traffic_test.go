@@ -6,8 +6,11 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The traffic tests share one topology (node, client pod, three backend
@@ -154,6 +157,121 @@ func TestTraffic(t *testing.T) {
 			if r := mustGet(t, client, "10.43.0.13:80"); r.server != backends[0] {
 				t.Fatalf("after the update, a connection went to %s", r.server)
 			}
+		}
+	})
+
+	t.Run("least connections, UDP: new sessions avoid a busy endpoint, idle sessions free theirs", func(t *testing.T) {
+		// Sessions end after this much quiet; the busy client sends ten
+		// times as often (a margin for a loaded machine, not a timing
+		// assertion).
+		const idle = time.Second
+		env.p.udp.idle = idle
+		var eps []Endpoint
+		for _, b := range backends {
+			eps = append(eps, Endpoint{IP: a4(b), Port: echoUDP})
+		}
+		s := Service{Namespace: "traffic", Name: "lc-udp", ClusterIPs: []netip.Addr{a4("10.43.0.22")}, Strategy: LeastConn,
+			Ports: []Port{{Protocol: UDP, Port: 53, Endpoints: eps}}}
+		env.add(t, s)
+		chain := "svc-" + identOf(&s, &s.Ports[0]).hash()
+		lp := env.p.lc[chain]
+		if lp == nil {
+			t.Fatal("no least-conn UDP proxy was started")
+		}
+		const svc = "10.43.0.22:53"
+		busy := udpSocket(t, client, svc) // connected: it takes replies from svc only
+		r, err := ask(busy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.peer != a4(bridgeIP) {
+			t.Errorf("proxied datagram came from %s, want the node's %s", r.peer, bridgeIP)
+		}
+		held := r.server
+		heldEP := netip.AddrPortFrom(a4(held), echoUDP)
+		// The busy client keeps its session alive.
+		stop, done := make(chan struct{}), make(chan error, 1)
+		var once sync.Once
+		stopBusy := func() { once.Do(func() { close(stop) }) }
+		defer stopBusy()
+		go func() {
+			tick := time.NewTicker(idle / 10)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
+					done <- nil
+					return
+				case <-tick.C:
+				}
+				if r, err := ask(busy); err != nil || r.server != held {
+					done <- fmt.Errorf("the busy session moved from %s: %+v, %v", held, r, err)
+					return
+				}
+			}
+		}()
+		newSession := func() reply {
+			t.Helper()
+			r, err := ask(udpSocket(t, client, svc))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.server == held {
+				t.Fatalf("a new session went to the busy %s (active: %v)", held, lp.activeCounts())
+			}
+			return r
+		}
+		seen := map[string]bool{newSession().server: true, newSession().server: true}
+		if len(seen) != 2 {
+			t.Errorf("two new sessions went to %v, want the two idle endpoints", seen)
+		}
+		// Quiet sessions expire and free their endpoints; the next new
+		// session still avoids the busy one.
+		for b := range seen {
+			waitIdle(t, lp, netip.AddrPortFrom(a4(b), echoUDP))
+		}
+		newSession()
+		if n := lp.activeCounts()[heldEP]; n != 1 {
+			t.Errorf("the busy endpoint has %d active sessions, want 1", n)
+		}
+
+		// Replies come from the service address, seen on an unconnected
+		// socket, and reach the node's own clients too (redirected to
+		// 127.0.0.1).
+		var pc *net.UDPConn
+		if err := inNS(client, func() (err error) { pc, err = net.ListenUDP("udp4", nil); return err }); err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close()
+		if _, err := pc.WriteToUDPAddrPort([]byte("?"), netip.MustParseAddrPort(svc)); err != nil {
+			t.Fatal(err)
+		}
+		_ = pc.SetReadDeadline(time.Now().Add(ioTimeout))
+		buf := make([]byte, 256)
+		n, from, err := pc.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if from != netip.MustParseAddrPort(svc) {
+			t.Errorf("a reply came from %s, want the service address %s (%q)", from, svc, buf[:n])
+		}
+		if _, err := ask(udpSocket(t, tp.node, svc)); err != nil {
+			t.Errorf("from the node itself: %v", err)
+		}
+
+		// The busy endpoint leaves: its session ends, and the busy
+		// client's next datagram opens one to another endpoint.
+		stopBusy()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		s.Ports[0].Endpoints = slices.DeleteFunc(slices.Clone(eps), func(e Endpoint) bool { return e.IP == heldEP.Addr() })
+		env.replace(t, s)
+		if env.p.lc[chain] != lp {
+			t.Fatal("the proxy was replaced instead of updated")
+		}
+		if r, err := ask(busy); err != nil || r.server == held {
+			t.Fatalf("after %s left, the busy client got %+v, %v", held, r, err)
 		}
 	})
 
@@ -350,6 +468,57 @@ func TestTraffic(t *testing.T) {
 		}
 	})
 
+	t.Run("SCTP: INITs DNAT'ed round robin, masqueraded from the LAN, rejected without endpoints", func(t *testing.T) {
+		const epPort = 9999
+		s := Service{Namespace: "traffic", Name: "sctp", ClusterIPs: []netip.Addr{a4("10.43.0.20")},
+			Ports: []Port{
+				// TCP on the same port number, to another endpoint.
+				{Name: "echo", Protocol: TCP, Port: 9, Endpoints: backendEPs(false)[2:]},
+				{Name: "assoc", Protocol: SCTP, Port: 9, NodePort: 30090, Endpoints: []Endpoint{
+					{IP: a4(backends[0]), Port: epPort}, {IP: a4(backends[1]), Port: epPort}}},
+			}}
+		env.add(t, s)
+		env.add(t, Service{Namespace: "traffic", Name: "sctp-none", ClusterIPs: []netip.Addr{a4("10.43.0.21")},
+			Ports: []Port{{Protocol: SCTP, Port: 9}}})
+		rx := []int{rawSocket(t, tp.pods[backends[0]], unix.IPPROTO_SCTP), rawSocket(t, tp.pods[backends[1]], unix.IPPROTO_SCTP)}
+
+		svc := netip.MustParseAddrPort("10.43.0.20:9")
+		reached := map[int]bool{}
+		for i, sport := range []uint16{40001, 40002} {
+			tag := uint32(0x5c790000 + i)
+			sendSCTPInit(t, client, sport, svc, tag)
+			which, seen := recvSCTP(t, rx...)
+			reached[which] = true
+			want := sctpSeen{src: netip.AddrPortFrom(a4("10.42.0.10"), sport),
+				dst: netip.AddrPortFrom(a4(backends[which]), epPort), tag: tag, chunk: 1, checksumOK: true}
+			if seen != want {
+				t.Fatalf("INIT %d arrived as %+v, want %+v (DNAT'ed, not masqueraded, checksum fixed)", i+1, seen, want)
+			}
+		}
+		if len(reached) != 2 {
+			t.Errorf("two INITs from two source ports reached backends %v, want both (round robin)", reached)
+		}
+		if r := mustGet(t, client, "10.43.0.20:9"); r.server != backends[2] {
+			t.Errorf("TCP to the SCTP service's port number reached %s, want the TCP endpoint %s", r.server, backends[2])
+		}
+
+		sendSCTPInit(t, tp.lan, 40003, netip.AddrPortFrom(tp.nodeIP, 30090), 0x5c790003)
+		which, seen := recvSCTP(t, rx...)
+		if seen.dst != netip.AddrPortFrom(a4(backends[which]), epPort) || !seen.checksumOK {
+			t.Errorf("INIT to the node port arrived as %+v", seen)
+		}
+		if seen.src.Addr() == tp.lanIP {
+			t.Errorf("INIT to the node port kept the LAN client's address %s (Cluster policy masquerades)", seen.src)
+		}
+
+		icmp := rawSocket(t, client, unix.IPPROTO_ICMP)
+		none := netip.MustParseAddrPort("10.43.0.21:9")
+		sendSCTPInit(t, client, 40004, none, 0x5c790004)
+		if sport := recvPortUnreachable(t, icmp, none); sport != 40004 {
+			t.Errorf("the port unreachable quotes source port %d, want 40004", sport)
+		}
+	})
+
 	// The subtests above cross tables: dispatch in one shard, masquerade
 	// (by the mark set there) in the base table, rejects in another.
 	t.Run("the services span several shard tables", func(t *testing.T) {
@@ -380,7 +549,7 @@ func waitConntrack(t *testing.T, ns *testNS, dst netip.AddrPort) {
 
 // waitIdle waits until the proxy has released a connection to ep (the
 // client closed it; the proxy notices asynchronously).
-func waitIdle(t *testing.T, lp *lcProxy, ep netip.AddrPort) {
+func waitIdle(t *testing.T, lp leastConnProxy, ep netip.AddrPort) {
 	t.Helper()
 	deadline := time.Now().Add(ioTimeout)
 	for lp.activeCounts()[ep] != 0 {

@@ -252,6 +252,41 @@ func TestInternalTrafficPolicy(t *testing.T) {
 	})
 }
 
+// TestProtocolsOfOnePortNumber: TCP, UDP and SCTP ports with one number
+// reach netproxy with their own protocol and the endpoints of the slice
+// port of that name and protocol (SCTP is not mistaken for TCP), and a
+// least-conn service keeps its strategy for every protocol (netproxy
+// decides what each protocol can do).
+func TestProtocolsOfOnePortNumber(t *testing.T) {
+	s := svc("multi", func(s *corev1.Service) {
+		s.Annotations = map[string]string{StrategyAnnotation: "least-conn"}
+		s.Spec.Ports = []corev1.ServicePort{
+			{Name: "tcp", Port: 9, Protocol: corev1.ProtocolTCP},
+			{Name: "udp", Port: 9, Protocol: corev1.ProtocolUDP},
+			{Name: "sctp", Port: 9, Protocol: corev1.ProtocolSCTP},
+		}
+	})
+	sl := slice("multi", "multi-a", 0, ep{"10.42.1.5", "n1", "p1", true, true, false})
+	sl.Ports = []discoveryv1.EndpointPort{
+		{Name: ptr("tcp"), Protocol: ptr(corev1.ProtocolTCP), Port: ptr(int32(9001))},
+		{Name: ptr("udp"), Protocol: ptr(corev1.ProtocolUDP), Port: ptr(int32(9002))},
+		{Name: ptr("sctp"), Protocol: ptr(corev1.ProtocolSCTP), Port: ptr(int32(9003))},
+	}
+	out, ok := proxyService(s, endpointsByPort([]*discoveryv1.EndpointSlice{sl}), "n1", func(string, string) *corev1.Pod { return nil })
+	if !ok || out.Strategy != netproxy.LeastConn || len(out.Ports) != 3 {
+		t.Fatalf("translated %+v", out)
+	}
+	for i, want := range []struct {
+		proto  netproxy.Protocol
+		epPort uint16
+	}{{netproxy.TCP, 9001}, {netproxy.UDP, 9002}, {netproxy.SCTP, 9003}} {
+		p := out.Ports[i]
+		if p.Protocol != want.proto || p.Port != 9 || len(p.Endpoints) != 1 || p.Endpoints[0].Port != want.epPort {
+			t.Errorf("port %d: %+v, want protocol %s, port 9, endpoint port %d", i, p, want.proto, want.epPort)
+		}
+	}
+}
+
 // recorder is a miekg.ResponseWriter that keeps the reply.
 type recorder struct{ msg *miekg.Msg }
 

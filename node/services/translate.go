@@ -17,7 +17,8 @@ import (
 // Annotations Shoal reads on Services and Pods.
 const (
 	// StrategyAnnotation on a Service picks its load-balancing strategy:
-	// round-robin (default), random, weighted or least-conn.
+	// round-robin (default), random, weighted or least-conn (TCP and UDP
+	// ports; netproxy balances SCTP ports of such a service round robin).
 	StrategyAnnotation = "shoal.dev/lb-strategy"
 	// WeightAnnotation on a Pod is its weight in a weighted Service (≥ 1;
 	// default 1).
