@@ -396,22 +396,22 @@ func TestTraffic(t *testing.T) {
 	})
 
 	t.Run("session affinity: a client sticks to its endpoint", func(t *testing.T) {
-		s := tcpService("affinity", "10.43.0.18", backendEPs(false))
+		s := tcpService("affinity", "10.43.0.23", backendEPs(false))
 		s.AffinityTimeout = time.Hour
-		s.Ports[0].NodePort = 30083
+		s.Ports[0].NodePort = 30084
 		env.add(t, s)
-		first := mustGet(t, client, "10.43.0.18:80").server
+		first := mustGet(t, client, "10.43.0.23:80").server
 		for i := 0; i < 9; i++ {
-			if r := mustGet(t, client, "10.43.0.18:80"); r.server != first {
+			if r := mustGet(t, client, "10.43.0.23:80"); r.server != first {
 				t.Fatalf("connection %d of the same client went to %s, first to %s", i+2, r.server, first)
 			}
 		}
-		other := mustGet(t, tp.lan, "192.168.50.1:30083").server
+		other := mustGet(t, tp.lan, "192.168.50.1:30084").server
 		if other == first {
 			t.Errorf("a second client was given the first client's endpoint %s: round robin did not move on", other)
 		}
 		for i := 0; i < 5; i++ {
-			if r := mustGet(t, tp.lan, "192.168.50.1:30083"); r.server != other {
+			if r := mustGet(t, tp.lan, "192.168.50.1:30084"); r.server != other {
 				t.Fatalf("the second client moved from %s to %s", other, r.server)
 			}
 		}
