@@ -15,8 +15,8 @@ import (
 // projected volume (configMap + secret + downwardAPI) reads, from inside
 // its container, the files in the kubelet's formats and modes, cannot
 // write them, and sees them follow a label change and a ConfigMap change
-// while it runs. A projected serviceAccountToken gives a clear
-// CreateContainerConfigError.
+// while it runs. A projected serviceAccountToken with an audience of the
+// pod's own is minted on the node and readable in the container.
 func TestDownwardAPIAndProjectedVolumes(t *testing.T) {
 	c := newCluster(t, 1)
 	importImages(t, c, "n1")

@@ -1,14 +1,12 @@
 package apiserver
 
 import (
-	"errors"
 	"net/url"
 	"slices"
 	"sort"
 	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/shoal-dev/shoal/node/rbac"
 	"github.com/shoal-dev/shoal/node/satoken"
@@ -78,12 +76,7 @@ func (s *Server) impersonate(rq *request) *userInfo {
 	as := &userInfo{Name: users[0]}
 	check := func(a rbac.Attributes) bool {
 		a.User, a.Groups, a.Verb, a.ResourceRequest = rq.user.Name, rq.user.Groups, "impersonate", true
-		if s.authorize(a) {
-			return true
-		}
-		gr := schema.GroupResource{Group: a.APIGroup, Resource: a.Resource}
-		rq.fail(apierrors.NewForbidden(gr, a.Name, errors.New(rbac.Describe(a))))
-		return false
+		return s.allow(rq, a)
 	}
 	if ns, name, ok := satoken.ParseUser(as.Name); ok {
 		if !check(rbac.Attributes{Namespace: ns, Resource: "serviceaccounts", Name: name}) {

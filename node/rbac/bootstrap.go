@@ -81,16 +81,18 @@ func Bootstrap() ([]*rbacv1.ClusterRole, []*rbacv1.ClusterRoleBinding) {
 			ObjectMeta: meta(name), Rules: rules,
 		}
 	}
-	aggregated := func(name, selects string, labels ...string) *rbacv1.ClusterRole {
-		r := role(name)
-		r.ObjectMeta = meta(name, labels...)
-		r.AggregationRule = &rbacv1.AggregationRule{ClusterRoleSelectors: []metav1.LabelSelector{
-			{MatchLabels: map[string]string{selects: "true"}}}}
+	// part is a role whose rules others gather: labelled aggregateTo.
+	part := func(name string, rules []rbacv1.PolicyRule, aggregateTo ...string) *rbacv1.ClusterRole {
+		r := role(name, rules...)
+		r.ObjectMeta = meta(name, aggregateTo...)
 		return r
 	}
-	part := func(name string, rules []rbacv1.PolicyRule, labels ...string) *rbacv1.ClusterRole {
-		r := role(name, rules...)
-		r.ObjectMeta = meta(name, labels...)
+	// aggregated gathers the roles labelled selects (and is itself a part
+	// of those labelled aggregateTo).
+	aggregated := func(name, selects string, aggregateTo ...string) *rbacv1.ClusterRole {
+		r := part(name, nil, aggregateTo...)
+		r.AggregationRule = &rbacv1.AggregationRule{ClusterRoleSelectors: []metav1.LabelSelector{
+			{MatchLabels: map[string]string{selects: "true"}}}}
 		return r
 	}
 	roles := []*rbacv1.ClusterRole{
