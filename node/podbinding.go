@@ -122,29 +122,11 @@ func (n *Node) explainBinding(ctx context.Context, pod *corev1.Pod) {
 	upd := pod.DeepCopy()
 	upd.Status.Phase = corev1.PodPending
 	upd.Status.Reason, upd.Status.Message = reason, msg
-	setPodCondition(&upd.Status, corev1.PodCondition{Type: corev1.PodScheduled, Status: corev1.ConditionTrue}, n.now())
+	state.SetPodCondition(&upd.Status, corev1.PodCondition{Type: corev1.PodScheduled, Status: corev1.ConditionTrue}, n.now())
 	if equality.Semantic.DeepEqual(upd.Status, pod.Status) {
 		return
 	}
 	if _, err := n.proposer.Propose(ctx, state.Update(upd, rvOf(pod))); err != nil && ctx.Err() == nil {
 		n.log.Debug("pod binding status", "pod", pod.Namespace+"/"+pod.Name, "err", err)
 	}
-}
-
-// setPodCondition sets a condition, keeping its transition time when its
-// status is unchanged.
-func setPodCondition(st *corev1.PodStatus, c corev1.PodCondition, now time.Time) {
-	for i := range st.Conditions {
-		if st.Conditions[i].Type == c.Type {
-			if st.Conditions[i].Status != c.Status {
-				c.LastTransitionTime = metav1.NewTime(now.Truncate(time.Second))
-			} else {
-				c.LastTransitionTime = st.Conditions[i].LastTransitionTime
-			}
-			st.Conditions[i] = c
-			return
-		}
-	}
-	c.LastTransitionTime = metav1.NewTime(now.Truncate(time.Second))
-	st.Conditions = append(st.Conditions, c)
 }

@@ -12,6 +12,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/shoal-dev/shoal/node/controller"
 	"github.com/shoal-dev/shoal/node/events"
@@ -417,30 +418,41 @@ func (l *schedLoop) round(ctx context.Context) error {
 		ops = make([]state.Op, 0, min(len(todo), schedCommitBatch))
 		return nil
 	}
+	add := func(op state.Op) error {
+		ops = append(ops, op)
+		if len(ops) == schedCommitBatch {
+			return flush()
+		}
+		return nil
+	}
 	for _, p := range todo {
 		key := p.Namespace + "/" + p.Name
 		res, err := l.snap.Schedule(p)
-		upd := p.DeepCopy()
-		switch {
-		case err != nil:
-			failed++
-			setPodCondition(&upd.Status, corev1.PodCondition{Type: corev1.PodScheduled, Status: corev1.ConditionFalse,
-				Reason: "SchedulerError", Message: err.Error()}, now)
-			l.pending[key].unschedulable = true
-		case res.Scheduled():
+		if err == nil && res.Scheduled() {
 			scheduled++
 			if err := l.snap.Assume(p, res.NodeName); err != nil {
 				return err
 			}
 			delete(l.pending, key)
 			l.placed[key] = p
-			upd.Spec.NodeName = res.NodeName
-			upd.Status.NominatedNodeName = ""
-			setPodCondition(&upd.Status, corev1.PodCondition{Type: corev1.PodScheduled, Status: corev1.ConditionTrue}, now)
+			// The binding goes to the log as the decision alone (the
+			// FSM sets nodeName and PodScheduled as an update would).
+			if err := add(state.Bind(p.Namespace, p.Name, res.NodeName, rvOf(p), now.Unix())); err != nil {
+				return err
+			}
+			continue
+		}
+		upd := p.DeepCopy()
+		switch {
+		case err != nil:
+			failed++
+			state.SetPodCondition(&upd.Status, corev1.PodCondition{Type: corev1.PodScheduled, Status: corev1.ConditionFalse,
+				Reason: "SchedulerError", Message: err.Error()}, now)
+			l.pending[key].unschedulable = true
 		default:
 			unschedulable++
 			l.pending[key].unschedulable = true
-			setPodCondition(&upd.Status, corev1.PodCondition{Type: corev1.PodScheduled, Status: corev1.ConditionFalse,
+			state.SetPodCondition(&upd.Status, corev1.PodCondition{Type: corev1.PodScheduled, Status: corev1.ConditionFalse,
 				Reason: res.Reason, Message: res.Message}, now)
 			if res.NominatedNodeName != "" && upd.Status.NominatedNodeName != res.NominatedNodeName {
 				upd.Status.NominatedNodeName = res.NominatedNodeName
@@ -455,11 +467,8 @@ func (l *schedLoop) round(ctx context.Context) error {
 		if upd.Spec.NodeName == p.Spec.NodeName && equality.Semantic.DeepEqual(upd.Status, p.Status) {
 			continue
 		}
-		ops = append(ops, state.Update(upd, rvOf(p)))
-		if len(ops) == schedCommitBatch {
-			if err := flush(); err != nil {
-				return err
-			}
+		if err := add(state.Update(upd, rvOf(p))); err != nil {
+			return err
 		}
 	}
 	return flush()
@@ -512,12 +521,19 @@ func (l *schedLoop) commit(ctx context.Context, ops []state.Op) (bool, error) {
 // bound records a Scheduled event for each committed binding.
 func (l *schedLoop) bound(ops []state.Op) {
 	for _, op := range ops {
-		if p, ok := op.Object.(*corev1.Pod); ok && p.Spec.NodeName != "" {
-			if l.metrics != nil {
-				l.metrics.bindings.Inc()
-			}
-			l.rec.Eventf(p, "Pod", corev1.EventTypeNormal, "Scheduled", "Successfully assigned %s/%s to %s", p.Namespace, p.Name, p.Spec.NodeName)
+		if op.Type != state.OpBind {
+			continue
 		}
+		if l.metrics != nil {
+			l.metrics.bindings.Inc()
+		}
+		// The event names the pod as bound (committed, so in this
+		// leader's replica unless deleted since).
+		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: op.Namespace, Name: op.Name}}
+		if o, ok := l.store.Get("pods", op.Namespace, op.Name); ok {
+			p = o.(*corev1.Pod)
+		}
+		l.rec.Eventf(p, "Pod", corev1.EventTypeNormal, "Scheduled", "Successfully assigned %s/%s to %s", op.Namespace, op.Name, op.Key)
 	}
 }
 
@@ -527,7 +543,7 @@ func (l *schedLoop) bound(ops []state.Op) {
 func (n *Node) preempt(ctx context.Context, rec *events.Recorder, victim, preemptor *corev1.Pod, node string, now time.Time) {
 	rec.Eventf(victim, "Pod", corev1.EventTypeNormal, "Preempted", "Preempted by pod %s on node %s", preemptor.UID, node)
 	upd := victim.DeepCopy()
-	setPodCondition(&upd.Status, corev1.PodCondition{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue,
+	state.SetPodCondition(&upd.Status, corev1.PodCondition{Type: corev1.DisruptionTarget, Status: corev1.ConditionTrue,
 		Reason: "PreemptionByScheduler", Message: "default-scheduler: preempting to accommodate a higher priority pod"}, now)
 	if _, err := n.proposer.Propose(ctx, state.Update(upd, rvOf(victim))); err != nil {
 		n.log.Debug("preempting", "pod", victim.Namespace+"/"+victim.Name, "err", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -162,6 +163,27 @@ func TestSchedLoopIncremental(t *testing.T) {
 	if pn := e.perNode(); pn["a"]+pn["b"] != 7 {
 		t.Fatalf("per node %v", pn)
 	}
+	// A pod bound after waiting: PodScheduled turned True, its reason gone,
+	// and the Scheduled event recorded.
+	var cond *corev1.PodCondition
+	for i, c := range e.get("p6").Status.Conditions {
+		if c.Type == corev1.PodScheduled {
+			cond = &e.get("p6").Status.Conditions[i]
+		}
+	}
+	if cond == nil || cond.Status != corev1.ConditionTrue || cond.Reason != "" || cond.Message != "" {
+		t.Fatalf("p6's PodScheduled after binding: %+v", cond)
+	}
+	e.waitFor("p6's Scheduled event", func() bool {
+		evs, _ := e.store.List("events", "default")
+		for _, o := range evs {
+			if ev := o.(*corev1.Event); ev.InvolvedObject.Name == "p6" && ev.Reason == "Scheduled" &&
+				strings.Contains(ev.Message, "to "+e.get("p6").Spec.NodeName) && ev.InvolvedObject.UID == e.get("p6").UID {
+				return true
+			}
+		}
+		return false
+	})
 
 	// A new node: the snapshot is rebuilt and takes new pods.
 	e.propose(state.Create(e.node("c", 5)))

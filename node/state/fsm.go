@@ -267,6 +267,8 @@ func (t *txn) apply(op *decodedOp, obj Object) Result {
 		return Result{}
 	case OpUseToken:
 		return t.useToken(op)
+	case OpBind:
+		return t.bind(op)
 	}
 	return Result{Code: CodeInvalid, Message: fmt.Sprintf("unknown op type %d", op.Type)}
 }

@@ -397,6 +397,8 @@ func TestWaitApplied(t *testing.T) {
 func FuzzApply(f *testing.F) {
 	good, _ := EncodeOps([]Op{Create(cm("d", "a", map[string]string{"k": "v"})), PutKV("k", []byte("v"))}, statetest.Sealer{})
 	f.Add(good)
+	bind, _ := EncodeOps([]Op{Create(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "d", Name: "p"}}), Bind("d", "p", "n1", 0, 1)}, statetest.Sealer{})
+	f.Add(bind)
 	f.Add([]byte{cmdOps})
 	f.Add([]byte{0x81, 0})
 	f.Fuzz(func(t *testing.T, cmd []byte) {

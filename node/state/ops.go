@@ -30,6 +30,8 @@ const (
 	// OpCreateKV stores an internal record only if Key is absent
 	// (CodeAlreadyExists otherwise): an atomic claim, e.g. of an address.
 	OpCreateKV OpType = 7
+	// OpBind binds a pod to a node (see Bind): the decision, not the pod.
+	OpBind OpType = 8
 )
 
 // Op is one change to the store. Ops of one Propose call are applied
