@@ -225,18 +225,18 @@ func (b *batcher) finish(stop <-chan struct{}, f raft.ApplyFuture, batch []*prop
 
 // nudge spreads the commit index after a batch when writes stop flowing.
 // hashicorp/raft tells followers that an entry committed only with the next
-// AppendEntries: the next entry, or an idle tick every CommitTimeout (at
-// random between one and two of them). Every replica acts on what it
-// applies — a follower that forwarded a write waits for its own replica, and
-// every node programs services and DNS and runs pods from its replica — so
-// with nothing queued behind this batch the leader appends a barrier, whose
-// AppendEntries carries the new commit index. A batch with forwarded
-// commands is nudged at once: its followers are waiting. Otherwise the
-// barrier waits nudgeDelay and is dropped when another entry went out
-// meanwhile: a client writing in sequence sends its next write sooner, and a
-// barrier ahead of that write in the log would cost it a round of fsyncs on
-// every node. Under load the next batch does the job and no barrier is
-// needed; at idle the tick can be slow and cheap (see Config.CommitTimeout).
+// AppendEntries that replicates: the next entry, or an idle tick every
+// CommitTimeout (at random between one and two of them). Every replica acts
+// on what it applies — a follower that forwarded a write waits for its own
+// replica, and every node programs services and DNS and runs pods from its
+// replica — so with nothing queued behind this batch the leader sends
+// heartbeats at once (VerifyLeader), which carry the commit index
+// (commitTransport): no log entry, no fsync. A batch with forwarded commands
+// is nudged at once: its followers are waiting. Otherwise the nudge waits
+// nudgeDelay and is dropped when another entry went out meanwhile: a client
+// writing in sequence sends its next write sooner, and that entry carries
+// the index. Under load the next batch does the job; at idle the tick can be
+// slow and cheap (see Config.CommitTimeout).
 func (b *batcher) nudge(stop <-chan struct{}, urgent bool) {
 	idle := func() bool { return len(b.queue) == 0 && b.pending.Load() == 0 }
 	if !idle() {
@@ -256,7 +256,9 @@ func (b *batcher) nudge(stop <-chan struct{}, urgent bool) {
 		}
 	}
 	b.nudges.Add(1)
-	_ = awaitFuture(stop, b.raft.Barrier(enqueueTimeout))
+	// Nothing waits for the answers: raft settles the future when a quorum
+	// answered or leadership ends.
+	b.raft.VerifyLeader()
 }
 
 // classify maps a raft.Apply error to an outcome.

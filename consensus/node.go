@@ -96,7 +96,8 @@ type Stats struct {
 	// created as leader and the commands packed into them.
 	ProposedEntries  uint64 `json:"proposedEntries"`
 	ProposedCommands uint64 `json:"proposedCommands"`
-	// Nudges counts barriers appended to spread the commit index at idle.
+	// Nudges counts the times the leader pushed its commit index to the
+	// followers after a batch (see batcher.nudge).
 	Nudges uint64 `json:"nudges"`
 }
 
@@ -177,10 +178,13 @@ func New(cfg Config) (*Node, error) {
 	undo = append(undo, func() { _ = n.trans.Close() })
 
 	n.fsm = newFSMAdapter(cfg.FSM, logger.Named("fsm"))
-	n.raft, err = raft.NewRaft(cfg.raftConfig(logger.Named("raft")), n.fsm, n.logs, n.wal, snaps, n.trans)
+	var raftPtr atomic.Pointer[raft.Raft] // heartbeats may start before NewRaft returns
+	trans := newCommitTransport(n.trans, func() (uint64, uint64, bool) { return n.commitEntry(raftPtr.Load()) })
+	n.raft, err = raft.NewRaft(cfg.raftConfig(logger.Named("raft")), n.fsm, n.logs, n.wal, snaps, trans)
 	if err != nil {
 		return nil, fmt.Errorf("consensus: starting raft: %w", err)
 	}
+	raftPtr.Store(n.raft)
 	undo = append(undo, func() { _ = n.raft.Shutdown().Error() })
 	if cfg.Bootstrap && !existing {
 		boot := raft.Configuration{Servers: []raft.Server{{
@@ -204,6 +208,23 @@ func New(cfg Config) (*Node, error) {
 	n.stream.start()
 	started = true
 	return n, nil
+}
+
+// commitEntry returns r's commit index and the term of that entry, for
+// heartbeats that carry it (commitTransport).
+func (n *Node) commitEntry(r *raft.Raft) (index, term uint64, ok bool) {
+	if r == nil {
+		return 0, 0, false
+	}
+	index = r.CommitIndex()
+	if index == 0 {
+		return 0, 0, false
+	}
+	var l raft.Log
+	if err := n.logs.GetLog(index, &l); err != nil {
+		return 0, 0, false
+	}
+	return index, l.Term, true
 }
 
 // advertiseAddr resolves the address peers dial.

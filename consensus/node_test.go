@@ -539,7 +539,8 @@ func TestFailoverLatency(t *testing.T) {
 // write forwarded by a follower reaches that follower's replica (the leader
 // nudges the commit index after batches with forwarded commands), and the
 // leader's own writes reach every follower soon after they stop, the last
-// one included (the deferred nudge).
+// one included (the deferred nudge). The nudge adds nothing to the log: its
+// heartbeats carry the commit index.
 func TestWritesReachFollowerReplicas(t *testing.T) {
 	nodes := newCluster(t, 3, func(c *Config) { c.CommitTimeout = 30 * time.Second })
 	leader := waitLeader(t, nodes...)
@@ -555,8 +556,9 @@ func TestWritesReachFollowerReplicas(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := leader.Stats().Nudges
+			var idx uint64
 			for i := 0; i < tc.writes; i++ {
-				idx := mustPropose(t, tc.via, fmt.Sprintf("%s-%d", tc.name, i))
+				idx = mustPropose(t, tc.via, fmt.Sprintf("%s-%d", tc.name, i))
 				if i < tc.writes-1 && tc.via == leader {
 					continue // the leader's writes are checked after the last one
 				}
@@ -569,14 +571,18 @@ func TestWritesReachFollowerReplicas(t *testing.T) {
 			if leader.Stats().Nudges == before {
 				t.Fatal("no nudge was sent")
 			}
+			if last := leader.raft.LastIndex(); last != idx {
+				t.Errorf("the log ends at %d after the last write at %d: the nudge appended entries", last, idx)
+			}
 		})
 	}
 }
 
-// TestReadIndexSkipsTrailingBarriers: after writes and their nudge the log
-// ends in a barrier whose commit followers learn only from the idle tick.
-// A follower's consistent read must not wait for that tick: the read index
-// steps back to the last command, which the follower already applied.
+// TestReadIndexSkipsTrailingBarriers: when the log ends in a barrier (a
+// new leader's, or any other), followers learn that it committed only from
+// the idle tick. A follower's consistent read must not wait for that tick:
+// the read index steps back to the last command, which the follower already
+// applied.
 func TestReadIndexSkipsTrailingBarriers(t *testing.T) {
 	nodes := newCluster(t, 3, func(c *Config) { c.CommitTimeout = 30 * time.Second })
 	leader := waitLeader(t, nodes...)
@@ -585,14 +591,11 @@ func TestReadIndexSkipsTrailingBarriers(t *testing.T) {
 	if err := f.WaitApplied(ctxTimeout(t, 5*time.Second), idx); err != nil {
 		t.Fatalf("follower did not apply %d: %v", idx, err)
 	}
-	// The nudge has appended a barrier after idx (its AppendEntries carried
-	// idx's commit); wait until the leader committed it.
-	deadline := time.Now().Add(5 * time.Second)
-	for leader.raft.CommitIndex() <= idx {
-		if time.Now().After(deadline) {
-			t.Fatalf("no barrier committed after %d (commit index %d, nudges %d)", idx, leader.raft.CommitIndex(), leader.Stats().Nudges)
-		}
-		time.Sleep(5 * time.Millisecond)
+	if err := leader.raft.Barrier(5 * time.Second).Error(); err != nil {
+		t.Fatalf("barrier: %v", err)
+	}
+	if ci := leader.raft.CommitIndex(); ci <= idx {
+		t.Fatalf("barrier applied but commit index %d <= %d", ci, idx)
 	}
 	for _, n := range []*testNode{leader, f} {
 		ri, err := n.ReadIndex(ctxTimeout(t, 5*time.Second))
