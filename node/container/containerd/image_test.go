@@ -142,3 +142,52 @@ func TestCreateAfterImageReimported(t *testing.T) {
 	}
 	runOnce()
 }
+
+// TestGetImageFollowsTag: image descriptions are kept per name and digest,
+// so a tag moved to another image is described afresh, and what a caller
+// does to a description does not reach the next one.
+func TestGetImageFollowsTag(t *testing.T) {
+	rt := newRuntime(t, sharedDaemon(t))
+	ctx := context.Background()
+	const ref = "shoal.test/moving:1"
+	importAt := func(created time.Time) image.Result {
+		t.Helper()
+		var buf bytes.Buffer
+		res, err := image.BusyboxImage(&buf, ref, image.WithCreated(created))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := rt.ImportImage(ctx, &buf); err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	describe := func() container.Image {
+		t.Helper()
+		img, err := rt.GetImage(ctx, ref)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return img
+	}
+
+	first := importAt(time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC))
+	d := describe()
+	if d.ConfigDigest != first.ConfigDigest {
+		t.Fatalf("config digest %s, imported %s", d.ConfigDigest, first.ConfigDigest)
+	}
+	want := slices.Clone(d.Config.Env)
+	d.Config.Env[0] = "CHANGED=1"
+	d.Config.Env = append(d.Config.Env, "MORE=1")
+	if again := describe(); !slices.Equal(again.Config.Env, want) || again.ConfigDigest != first.ConfigDigest {
+		t.Fatalf("second description: env %q config %s, want env %q config %s", again.Config.Env, again.ConfigDigest, want, first.ConfigDigest)
+	}
+
+	second := importAt(time.Date(2021, 1, 1, 0, 0, 0, 0, time.UTC))
+	if second.ConfigDigest == first.ConfigDigest {
+		t.Fatal("both imports built the same image; the test would not move the tag")
+	}
+	if d := describe(); d.ConfigDigest != second.ConfigDigest {
+		t.Fatalf("after the tag moved: config digest %s, want %s", d.ConfigDigest, second.ConfigDigest)
+	}
+}

@@ -24,47 +24,50 @@ type rootfsInfo struct {
 	parent  string // chain ID of the unpacked layers: the snapshot to prepare from
 }
 
-// maxRootfsInfos bounds the cache; past it the cache starts over (a node
+// maxCachedImages bounds each cache; past it the cache starts over (a node
 // with that many images in use pays the reads again, nothing else).
-const maxRootfsInfos = 256
+const maxCachedImages = 256
 
-// rootfsCache holds rootfsInfo by image name and target digest.
-type rootfsCache struct {
+// imageCache holds what was read from images by image name and target
+// digest: the content under a digest never changes, and a name moved to
+// another digest is another key.
+type imageCache[T any] struct {
 	mu sync.Mutex
-	m  map[string]*rootfsInfo
+	m  map[string]T
 }
 
-func rootfsKey(img ctd.Image) string { return img.Name() + "@" + img.Target().Digest.String() }
+func imageKey(img ctd.Image) string { return img.Name() + "@" + img.Target().Digest.String() }
 
-func (c *rootfsCache) get(img ctd.Image) *rootfsInfo {
+func (c *imageCache[T]) get(img ctd.Image) (T, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.m[rootfsKey(img)]
+	v, ok := c.m[imageKey(img)]
+	return v, ok
 }
 
-func (c *rootfsCache) put(img ctd.Image, info *rootfsInfo) {
+func (c *imageCache[T]) put(img ctd.Image, v T) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.m == nil || len(c.m) >= maxRootfsInfos {
-		c.m = make(map[string]*rootfsInfo)
+	if c.m == nil || len(c.m) >= maxCachedImages {
+		c.m = make(map[string]T)
 	}
-	c.m[rootfsKey(img)] = info
+	c.m[imageKey(img)] = v
 }
 
 // forget drops img's entry: its snapshot went missing (the image was
 // removed and its snapshots collected), so the next create reads and
 // unpacks again.
-func (c *rootfsCache) forget(img ctd.Image) {
+func (c *imageCache[T]) forget(img ctd.Image) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	delete(c.m, rootfsKey(img))
+	delete(c.m, imageKey(img))
 }
 
 // rootfs returns img's rootfsInfo, unpacking it first if needed; fresh
 // reads the image again instead of trusting the cache.
 func (r *Runtime) rootfs(ctx context.Context, img ctd.Image, fresh bool) (*rootfsInfo, error) {
 	if !fresh {
-		if info := r.rootfsInfos.get(img); info != nil {
+		if info, ok := r.rootfsInfos.get(img); ok {
 			return info, nil
 		}
 	}

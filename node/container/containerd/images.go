@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 
 	ctd "github.com/containerd/containerd"
 	"github.com/containerd/containerd/content"
@@ -90,9 +92,32 @@ func (r *Runtime) image(ctx context.Context, ref string) (ctd.Image, error) {
 	return ctd.NewImage(r.client, img), nil
 }
 
-// describe reads an image's config and size.
+// describe reads an image's config and size: half a dozen requests to
+// containerd (manifest, config, the size of every blob), 3–5 ms of every
+// container start here, so each image's description is read once per name
+// and target digest and kept.
 func (r *Runtime) describe(ctx context.Context, img images.Image) (container.Image, error) {
 	i := ctd.NewImage(r.client, img)
+	if d, ok := r.descriptions.get(i); ok {
+		return cloneImage(d), nil
+	}
+	d, err := r.readDescription(ctx, i)
+	if err == nil {
+		r.descriptions.put(i, cloneImage(d))
+	}
+	return d, err
+}
+
+// cloneImage copies what callers could change in place.
+func cloneImage(d container.Image) container.Image {
+	c := &d.Config
+	c.Entrypoint, c.Cmd, c.Env = slices.Clone(c.Entrypoint), slices.Clone(c.Cmd), slices.Clone(c.Env)
+	c.Labels = maps.Clone(c.Labels)
+	return d
+}
+
+func (r *Runtime) readDescription(ctx context.Context, i ctd.Image) (container.Image, error) {
+	img := i.Metadata()
 	cfgDesc, oci, err := readImageConfig(ctx, i)
 	if err != nil {
 		return container.Image{}, err

@@ -408,7 +408,13 @@ func TestRegistryHandlerNames(t *testing.T) {
 // holds.
 func writeIndex(t testing.TB, rt *Runtime, ref string, img container.Image) ocispec.Descriptor {
 	t.Helper()
-	ctx := rt.ns(context.Background())
+	// A lease keeps the index blob from containerd's garbage collector
+	// (run after another test's deletions) until the image refers to it.
+	ctx, done, err := rt.client.WithLease(rt.ns(context.Background()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer done(ctx)
 	cs := rt.client.ContentStore()
 	info, err := cs.Info(ctx, digest.Digest(img.Digest))
 	if err != nil {

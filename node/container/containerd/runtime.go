@@ -24,7 +24,8 @@ type Runtime struct {
 	locks  keylock.Map // serializes Create/Start/Stop/Remove per container ID
 	pulls  keylock.Map // serializes PullImage per normalized image ref
 
-	rootfsInfos rootfsCache // what CreateContainer reads from each image
+	rootfsInfos  imageCache[*rootfsInfo]     // what CreateContainer reads from each image
+	descriptions imageCache[container.Image] // what GetImage and ListImages report of each image
 
 	life   context.Context // cancelled by Close; parent of every waiter
 	cancel context.CancelFunc
