@@ -1198,3 +1198,64 @@ func TestMemoryVolumes(t *testing.T) {
 		t.Errorf("left mounted: %v, %v", ms, err)
 	}
 }
+
+// TestNetworkWiredWhileContainersCreate: a pod's containers are created
+// while its network is wired, and none starts before the wiring is done; a
+// wiring that fails removes what was created, reports the error and is
+// tried again.
+func TestNetworkWiredWhileContainersCreate(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t)
+	gate := make(chan struct{})
+	h.net.mu.Lock()
+	h.net.setupGate = gate
+	h.net.mu.Unlock()
+	h.start(h.config())
+
+	ops := func(uid types.UID) (created, started, removed []string) {
+		for _, c := range h.rt.Calls() {
+			if !strings.HasPrefix(c.ID, string(uid)) {
+				continue
+			}
+			switch c.Op {
+			case containertest.OpCreate:
+				created = append(created, c.ID)
+			case containertest.OpStart:
+				started = append(started, c.ID)
+			case containertest.OpRemove:
+				removed = append(removed, c.ID)
+			}
+		}
+		return
+	}
+
+	pod := newPod("overlap", ctr("app"))
+	h.create(pod)
+	h.waitFor("the container created while Setup is held", func() bool {
+		created, _, _ := ops(pod.UID)
+		return len(created) == 1
+	})
+	time.Sleep(100 * time.Millisecond) // the worker is waiting for the wiring, if it is right
+	if _, started, _ := ops(pod.UID); len(started) != 0 {
+		t.Fatalf("container started before the network was wired: %v", started)
+	}
+	close(gate)
+	h.waitPod("overlap", "Running", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning })
+	if _, started, _ := ops(pod.UID); len(started) != 1 {
+		t.Fatalf("starts after the wiring: %v", started)
+	}
+
+	h.net.mu.Lock()
+	h.net.failSetups = 1
+	h.net.mu.Unlock()
+	failing := newPod("failing", ctr("app"))
+	h.create(failing)
+	p := h.waitPod("failing", "the wiring error reported", func(p *corev1.Pod) bool {
+		return strings.Contains(p.Status.Message, "pod network: veth: no such device") && p.Status.PodIP == ""
+	})
+	created, started, removed := ops(failing.UID)
+	if len(created) != 1 || len(started) != 0 || !slices.Equal(removed, created) {
+		t.Fatalf("after the failed wiring: created %v, started %v, removed %v (status %s)", created, started, removed, dumpPod(p))
+	}
+	h.waitPod("failing", "Running after the retry", func(p *corev1.Pod) bool { return p.Status.Phase == corev1.PodRunning && p.Status.PodIP != "" })
+}

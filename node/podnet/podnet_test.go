@@ -527,3 +527,57 @@ func TestServiceRouteHairpinExtraAddrs(t *testing.T) {
 		t.Fatalf("%d bridge ports for pod %s, want 1", ports, pn.IP)
 	}
 }
+
+// TestReserveThenSetup: Reserve hands out the address and namespace path
+// durably and creates nothing; Setup then wires exactly those; a pod reserved
+// and never wired is torn down and collected like any other.
+func TestReserveThenSetup(t *testing.T) {
+	requireRoot(t)
+	host := newTestNS(t, nsDir(t), "node")
+	n := newTestNetwork(t, host, "10.42.11.0/24", ModeHostGW, "")
+	ctx := context.Background()
+	base := renderLinks(t, host.h)
+
+	res, err := n.Reserve(ctx, "early", "")
+	if err != nil {
+		t.Fatalf("Reserve: %v", err)
+	}
+	if res.IP == nil || res.NetNSPath != n.DefaultNetNSPath("early") || res.HostVeth == "" {
+		t.Fatalf("Reserve = %+v", res)
+	}
+	if got := renderLinks(t, host.h); got != base {
+		t.Errorf("Reserve created links:\n%s\nbefore:\n%s", got, base)
+	}
+	if got := nsMountsUnder(n.cfg.NetNSDir); len(got) != 0 {
+		t.Errorf("Reserve mounted namespaces: %v", got)
+	}
+	// Durable: a restarted network hands the same address to Setup.
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	n = openTestNetwork(t, n.cfg)
+	pn := mustSetup(t, n, "early")
+	if !pn.IP.Equal(res.IP) || pn.NetNSPath != res.NetNSPath || pn.HostVeth != res.HostVeth || !pn.Gateway.Equal(res.Gateway) {
+		t.Fatalf("Setup after Reserve = %+v, reserved %+v", pn, res)
+	}
+	serveEcho(t, pn.NetNSPath, pn.IP.String()+":8080", "early")
+	if _, err := dialEcho(host.path, pn.IP.String()+":8080", 1, 2*time.Second); err != nil {
+		t.Errorf("pod wired after Reserve unreachable: %v", err)
+	}
+
+	// Reserved, never wired: Teardown frees the address, GC the record.
+	for _, id := range []string{"torn", "collected"} {
+		if _, err := n.Reserve(ctx, id, ""); err != nil {
+			t.Fatalf("Reserve(%s): %v", id, err)
+		}
+	}
+	if err := n.Teardown(ctx, "torn"); err != nil {
+		t.Fatalf("Teardown of a reserved pod: %v", err)
+	}
+	if err := n.GC(ctx, map[string]bool{"early": true}); err != nil {
+		t.Fatalf("GC: %v", err)
+	}
+	if a := n.Allocated(); len(a) != 1 || !a["early"].Equal(pn.IP) {
+		t.Errorf("Allocated after Teardown and GC = %v", a)
+	}
+}
