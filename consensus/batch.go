@@ -107,6 +107,7 @@ func (p *proposal) abandon() bool {
 // batcher packs queued proposals into raft entries on the leader.
 type batcher struct {
 	raft     *raft.Raft
+	push     func() // tells the followers the commit index (commitTransport.Push)
 	logger   hclog.Logger
 	maxBatch int
 	queue    chan *proposal
@@ -229,9 +230,9 @@ func (b *batcher) finish(stop <-chan struct{}, f raft.ApplyFuture, batch []*prop
 // CommitTimeout (at random between one and two of them). Every replica acts
 // on what it applies — a follower that forwarded a write waits for its own
 // replica, and every node programs services and DNS and runs pods from its
-// replica — so with nothing queued behind this batch the leader sends
-// heartbeats at once (VerifyLeader), which carry the commit index
-// (commitTransport): no log entry, no fsync. A batch with forwarded commands
+// replica — so with nothing queued behind this batch the leader pushes the
+// commit index to the followers (commitTransport): no log entry, no fsync.
+// A batch with forwarded commands
 // is nudged at once: its followers are waiting. Otherwise the nudge waits
 // nudgeDelay and is dropped when another entry went out meanwhile: a client
 // writing in sequence sends its next write sooner, and that entry carries
@@ -256,9 +257,9 @@ func (b *batcher) nudge(stop <-chan struct{}, urgent bool) {
 		}
 	}
 	b.nudges.Add(1)
-	// Nothing waits for the answers: raft settles the future when a quorum
-	// answered or leadership ends.
-	b.raft.VerifyLeader()
+	if b.push != nil {
+		b.push()
+	}
 }
 
 // classify maps a raft.Apply error to an outcome.

@@ -1,16 +1,19 @@
 package consensus
 
 import (
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/raft"
 )
 
-// TestCommitTransport drives the heartbeat rewriting against a peer that
-// answers as a follower would: heartbeats carry the commit index, with the
-// consistency check, once per new index; a follower without the entry still
-// counts as following; a newer term is passed on.
+// TestCommitTransport drives commit pushes against a peer that answers as a
+// follower would: heartbeats pass unchanged; a push names an index the
+// follower acknowledged and the leader committed, with that entry's term,
+// once; Push asks for what the follower still has to acknowledge, which goes
+// when it does; a pipelined acknowledgement counts; nothing is pushed by a
+// node that is not the leader.
 func TestCommitTransport(t *testing.T) {
 	addr1, t1 := raft.NewInmemTransport("")
 	addr2, t2 := raft.NewInmemTransport("")
@@ -18,88 +21,126 @@ func TestCommitTransport(t *testing.T) {
 	defer t1.Close()
 	defer t2.Close()
 
-	var commit struct{ index, term uint64 }
-	ct := newCommitTransport(t1, func() (uint64, uint64, bool) { return commit.index, commit.term, commit.index > 0 })
+	var mu sync.Mutex
+	commit, term, leader := uint64(0), uint64(3), true
+	setCommit := func(c uint64) { mu.Lock(); commit = c; mu.Unlock() }
+	ct := newCommitTransport(t1,
+		func() (uint64, uint64, bool) { mu.Lock(); defer mu.Unlock(); return commit, term, leader },
+		func(index uint64) (uint64, bool) { return 2, index > 0 }) // every entry of term 2
 
-	type answer struct {
-		success bool
-		term    uint64
-	}
-	answers := make(chan answer, 1)
-	got := make(chan raft.AppendEntriesRequest, 1)
+	got := make(chan raft.AppendEntriesRequest, 16)
 	go func() {
 		for rpc := range t2.Consumer() {
 			req := rpc.Command.(*raft.AppendEntriesRequest)
 			got <- *req
-			a := <-answers
-			rpc.Respond(&raft.AppendEntriesResponse{Term: a.term, Success: a.success}, nil)
+			rpc.Respond(&raft.AppendEntriesResponse{Term: 3, Success: true}, nil)
 		}
 	}()
-
-	heartbeat := raft.AppendEntriesRequest{Term: 3, Leader: []byte(addr1)}
-	send := func(req *raft.AppendEntriesRequest, a answer) (raft.AppendEntriesRequest, raft.AppendEntriesResponse) {
+	next := func(what string) raft.AppendEntriesRequest {
 		t.Helper()
-		answers <- a
-		var resp raft.AppendEntriesResponse
-		if err := ct.AppendEntries("n2", addr2, req, &resp); err != nil {
-			t.Fatalf("AppendEntries: %v", err)
-		}
 		select {
 		case r := <-got:
-			return r, resp
+			return r
 		case <-time.After(5 * time.Second):
-			t.Fatal("the peer saw no request")
+			t.Fatalf("%s: the peer saw no request", what)
 		}
 		panic("unreachable")
 	}
-	pushed := func(r raft.AppendEntriesRequest, index, term uint64) bool {
-		return r.PrevLogEntry == index && r.PrevLogTerm == term && r.LeaderCommitIndex == index && len(r.Entries) == 0
+	quiet := func(what string) {
+		t.Helper()
+		select {
+		case r := <-got:
+			t.Fatalf("%s: unexpected request %+v", what, r)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	pushOf := func(r raft.AppendEntriesRequest, index uint64) bool {
+		return r.PrevLogEntry == index && r.PrevLogTerm == 2 && r.LeaderCommitIndex == index && len(r.Entries) == 0 && r.Term == 3
+	}
+	heartbeat := raft.AppendEntriesRequest{Term: 3, Leader: []byte(addr1)}
+	beat := func() {
+		t.Helper()
+		var resp raft.AppendEntriesResponse
+		if err := ct.AppendEntries("n2", addr2, &heartbeat, &resp); err != nil || !resp.Success {
+			t.Fatalf("heartbeat: %v %+v", err, resp)
+		}
+		if r := next("heartbeat"); !isHeartbeat(&r) {
+			t.Fatalf("heartbeat was changed: %+v", r)
+		}
+	}
+	replicate := func(last, leaderCommit uint64) {
+		t.Helper()
+		req := raft.AppendEntriesRequest{Term: 3, Leader: []byte(addr1), PrevLogEntry: last - 1, PrevLogTerm: 2,
+			LeaderCommitIndex: leaderCommit, Entries: []*raft.Log{{Index: last, Term: 3}}}
+		var resp raft.AppendEntriesResponse
+		if err := ct.AppendEntries("n2", addr2, &req, &resp); err != nil || !resp.Success {
+			t.Fatalf("replication: %v %+v", err, resp)
+		}
+		next("replication")
 	}
 
-	// Nothing committed: a plain heartbeat.
-	if r, _ := send(&heartbeat, answer{true, 3}); !isHeartbeat(&r) {
-		t.Fatalf("heartbeat with nothing committed was changed: %+v", r)
-	}
+	// Nothing acknowledged: heartbeats only.
+	setCommit(4)
+	beat()
+	quiet("nothing acknowledged")
 
-	// A new commit index rides the next heartbeat, checked against its term.
-	commit.index, commit.term = 41, 2
-	r, resp := send(&heartbeat, answer{true, 3})
-	if !pushed(r, 41, 2) || !resp.Success {
-		t.Fatalf("push of 41: request %+v, response %+v", r, resp)
+	// Acknowledged up to 10 (told 4), committed 10: the next heartbeat is
+	// followed by a push of 10, once.
+	replicate(10, 4)
+	setCommit(10)
+	beat()
+	if r := next("push after the heartbeat"); !pushOf(r, 10) {
+		t.Fatalf("push = %+v, want index 10 with term 2", r)
 	}
+	beat()
+	ct.Push()
+	quiet("index 10 already told")
 	if !isHeartbeat(&heartbeat) {
 		t.Fatalf("raft's heartbeat request was modified: %+v", heartbeat)
 	}
-	// Told once: the next heartbeat is plain again.
-	if r, _ := send(&heartbeat, answer{true, 3}); !isHeartbeat(&r) {
-		t.Fatalf("index already told was sent again: %+v", r)
+
+	// Committed 12 before this follower acknowledged it: Push waits for
+	// the acknowledgement, which carried commit 10.
+	setCommit(12)
+	ct.Push()
+	quiet("12 not acknowledged yet")
+	replicate(12, 10)
+	if r := next("push on acknowledgement"); !pushOf(r, 12) {
+		t.Fatalf("push = %+v, want index 12", r)
 	}
 
-	// A follower lacking the entry rejects the check with the leader's term:
-	// it follows this leader, so raft sees success; it is told again later.
-	commit.index, commit.term = 50, 3
-	r, resp = send(&heartbeat, answer{false, 3})
-	if !pushed(r, 50, 3) || !resp.Success {
-		t.Fatalf("push to a lagging follower: request %+v, response %+v (want success reported)", r, resp)
+	// A pipelined acknowledgement counts.
+	p, err := ct.AppendEntriesPipeline("n2", addr2)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if r, resp = send(&heartbeat, answer{true, 3}); !pushed(r, 50, 3) || !resp.Success {
-		t.Fatalf("lagging follower not told again: request %+v, response %+v", r, resp)
+	defer p.Close()
+	if _, err := p.AppendEntries(&raft.AppendEntriesRequest{Term: 3, Leader: []byte(addr1), PrevLogEntry: 12, PrevLogTerm: 3,
+		LeaderCommitIndex: 12, Entries: []*raft.Log{{Index: 13, Term: 3}}}, &raft.AppendEntriesResponse{}); err != nil {
+		t.Fatal(err)
+	}
+	next("pipelined replication")
+	select {
+	case f := <-p.Consumer():
+		if f.Error() != nil || !f.Response().Success {
+			t.Fatalf("pipelined answer: %v %+v", f.Error(), f.Response())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the pipeline passed no answer on")
+	}
+	setCommit(13)
+	ct.Push()
+	if r := next("push after a pipelined acknowledgement"); !pushOf(r, 13) {
+		t.Fatalf("push = %+v, want index 13", r)
 	}
 
-	// A newer term is not hidden.
-	commit.index = 60
-	if r, resp = send(&heartbeat, answer{false, 4}); !pushed(r, 60, 3) || resp.Success || resp.Term != 4 {
-		t.Fatalf("newer term: request %+v, response %+v (want failure with term 4)", r, resp)
-	}
-
-	// Replication that carried an index counts as telling it.
-	commit.index = 70
-	app := raft.AppendEntriesRequest{Term: 3, Leader: []byte(addr1), PrevLogEntry: 69, PrevLogTerm: 3,
-		LeaderCommitIndex: 70, Entries: []*raft.Log{{Index: 70, Term: 3}}}
-	if _, resp = send(&app, answer{true, 3}); !resp.Success {
-		t.Fatalf("replication: %+v", resp)
-	}
-	if r, _ := send(&heartbeat, answer{true, 3}); !isHeartbeat(&r) {
-		t.Fatalf("index told by replication was pushed again: %+v", r)
-	}
+	// Not the leader: nothing is pushed.
+	mu.Lock()
+	leader = false
+	mu.Unlock()
+	replicate(14, 13)
+	setCommit(14)
+	ct.Push()
+	beat()
+	quiet("not the leader")
 }

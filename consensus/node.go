@@ -38,6 +38,7 @@ type Node struct {
 	fsm     *fsmAdapter
 	stream  *streamLayer
 	trans   *raft.NetworkTransport
+	commits *commitTransport // trans as raft uses it
 	rpc     *rpcClient
 	raft    *raft.Raft
 	batcher *batcher
@@ -178,9 +179,15 @@ func New(cfg Config) (*Node, error) {
 	undo = append(undo, func() { _ = n.trans.Close() })
 
 	n.fsm = newFSMAdapter(cfg.FSM, logger.Named("fsm"))
-	var raftPtr atomic.Pointer[raft.Raft] // heartbeats may start before NewRaft returns
-	trans := newCommitTransport(n.trans, func() (uint64, uint64, bool) { return n.commitEntry(raftPtr.Load()) })
-	n.raft, err = raft.NewRaft(cfg.raftConfig(logger.Named("raft")), n.fsm, n.logs, n.wal, snaps, trans)
+	var raftPtr atomic.Pointer[raft.Raft] // replication may start before NewRaft returns
+	n.commits = newCommitTransport(n.trans, func() (uint64, uint64, bool) {
+		r := raftPtr.Load()
+		if r == nil || r.State() != raft.Leader {
+			return 0, 0, false
+		}
+		return r.CommitIndex(), r.CurrentTerm(), true
+	}, n.termOf)
+	n.raft, err = raft.NewRaft(cfg.raftConfig(logger.Named("raft")), n.fsm, n.logs, n.wal, snaps, n.commits)
 	if err != nil {
 		return nil, fmt.Errorf("consensus: starting raft: %w", err)
 	}
@@ -196,6 +203,7 @@ func New(cfg Config) (*Node, error) {
 	}
 
 	n.batcher = newBatcher(n.raft, cfg.MaxBatch, logger.Named("batch"))
+	n.batcher.push = n.commits.Push
 	n.observations = make(chan raft.Observation, 16)
 	n.observer = raft.NewObserver(n.observations, false, func(o *raft.Observation) bool {
 		_, ok := o.Data.(raft.LeaderObservation)
@@ -210,21 +218,13 @@ func New(cfg Config) (*Node, error) {
 	return n, nil
 }
 
-// commitEntry returns r's commit index and the term of that entry, for
-// heartbeats that carry it (commitTransport).
-func (n *Node) commitEntry(r *raft.Raft) (index, term uint64, ok bool) {
-	if r == nil {
-		return 0, 0, false
-	}
-	index = r.CommitIndex()
-	if index == 0 {
-		return 0, 0, false
-	}
+// termOf returns the term of the entry at index in the local log.
+func (n *Node) termOf(index uint64) (uint64, bool) {
 	var l raft.Log
 	if err := n.logs.GetLog(index, &l); err != nil {
-		return 0, 0, false
+		return 0, false
 	}
-	return index, l.Term, true
+	return l.Term, true
 }
 
 // advertiseAddr resolves the address peers dial.
