@@ -32,8 +32,6 @@ const (
 // Network is the pod network of the node: *podnet.Network, or a fake in
 // tests.
 type Network interface {
-	// Reserve returns the pod network Setup will wire, creating nothing.
-	Reserve(ctx context.Context, podID, netnsPath string) (podnet.PodNet, error)
 	Setup(ctx context.Context, podID, netnsPath string) (podnet.PodNet, error)
 	Teardown(ctx context.Context, podID string) error
 	GC(ctx context.Context, keep map[string]bool) error

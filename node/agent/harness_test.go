@@ -46,10 +46,6 @@ type fakeNetwork struct {
 	teardowns []string                 // guarded by mu: pod IDs, in call order
 	gcs       []map[string]bool        // guarded by mu: the keep sets, in call order
 	peers     [][]podnet.Peer          // guarded by mu: SetPeers arguments, in call order
-	// setupGate, when set, holds every Setup until it is closed.
-	setupGate chan struct{}
-	// failSetups is how many of the next Setups fail (after the gate).
-	failSetups int
 	// duringGC, when set, is called once by the next GC whose context
 	// carries gcHookKey, after it began and before it collects, without the
 	// lock.
@@ -65,30 +61,10 @@ func newFakeNetwork() *fakeNetwork { return &fakeNetwork{pods: map[string]podnet
 
 func (n *fakeNetwork) Setup(ctx context.Context, podID, netnsPath string) (podnet.PodNet, error) {
 	n.mu.Lock()
-	gate := n.setupGate
-	n.mu.Unlock()
-	if gate != nil {
-		<-gate
-	}
-	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.setups = append(n.setups, podID)
-	if n.failSetups > 0 {
-		n.failSetups--
-		return podnet.PodNet{}, errors.New("veth: no such device")
-	}
-	return n.reserveLocked(podID), nil
-}
-
-func (n *fakeNetwork) Reserve(ctx context.Context, podID, netnsPath string) (podnet.PodNet, error) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.reserveLocked(podID), nil
-}
-
-func (n *fakeNetwork) reserveLocked(podID string) podnet.PodNet {
 	if pn, ok := n.pods[podID]; ok {
-		return pn
+		return pn, nil
 	}
 	n.next++
 	pn := podnet.PodNet{
@@ -98,7 +74,7 @@ func (n *fakeNetwork) reserveLocked(podID string) podnet.PodNet {
 		HostVeth:  fmt.Sprintf("veth%d", n.next),
 	}
 	n.pods[podID] = pn
-	return pn
+	return pn, nil
 }
 
 func (n *fakeNetwork) Teardown(ctx context.Context, podID string) error {

@@ -89,7 +89,6 @@ type podWorker struct {
 	sourceRVs map[string]string // configMap/secret volume → source resourceVersion written
 	sandbox   error             // why the pod's network could not be set up
 	retrySB   time.Time
-	wiring    chan error // the network's Setup while it runs, within one sync (see ensureSandbox)
 	startTime time.Time
 }
 
@@ -230,9 +229,6 @@ func (pw *podWorker) sync(ctx context.Context) (time.Duration, bool) {
 		} else if d := pw.syncContainers(ctx, pod, now); d > 0 {
 			next = min(next, d)
 		}
-		if err := pw.awaitWiring(); err != nil {
-			next = min(next, pw.retrySB.Sub(now))
-		}
 	} else {
 		pw.stopAll(ctx, pod, gracePeriod(pod))
 	}
@@ -305,10 +301,7 @@ func (pw *podWorker) ensureSandbox(ctx context.Context, pod *corev1.Pod, now tim
 		if pod.Spec.HostNetwork {
 			pw.net = &podnet.PodNet{IP: parseIP(a.cfg.HostIP), NetNSPath: fmt.Sprintf("/proc/%d/ns/net", os.Getpid())}
 		} else {
-			// The address and namespace path are reserved now, and the
-			// namespace and veth wired while the containers are created:
-			// none starts before the wiring is done (awaitWiring).
-			pn, err := a.cfg.Network.Reserve(pw.podCtx, string(pod.UID), "")
+			pn, err := a.cfg.Network.Setup(pw.podCtx, string(pod.UID), "")
 			if err != nil {
 				pw.sandbox = err
 				pw.retrySB = now.Add(2 * time.Second)
@@ -316,12 +309,6 @@ func (pw *podWorker) ensureSandbox(ctx context.Context, pod *corev1.Pod, now tim
 				return 2 * time.Second, false
 			}
 			pw.net = &pn
-			wiring := make(chan error, 1)
-			pw.wiring = wiring
-			go func() {
-				_, err := a.cfg.Network.Setup(pw.podCtx, string(pod.UID), "")
-				wiring <- err
-			}()
 		}
 		pw.sandbox = nil
 	}
@@ -347,25 +334,6 @@ func (pw *podWorker) ensureSandbox(ctx context.Context, pod *corev1.Pod, now tim
 	pw.sourceRVs = map[string]string{}
 	a.refreshSourceVolumes(dir, pod, pw.sourceRVs) // records what was written
 	return 0, true
-}
-
-// awaitWiring waits for the pod network's Setup that ensureSandbox started,
-// if one runs. A failed Setup clears the pod's network, so that the next
-// sync sets it up again (after retrySB), and is returned.
-func (pw *podWorker) awaitWiring() error {
-	if pw.wiring == nil {
-		return nil
-	}
-	err := <-pw.wiring
-	pw.wiring = nil
-	if err != nil {
-		pod, _ := pw.snapshot()
-		pw.a.log.Warn("agent: pod network", "pod", pod.Namespace+"/"+pod.Name, "err", err)
-		pw.net = nil
-		pw.sandbox = err
-		pw.retrySB = pw.a.cfg.Now().Add(2 * time.Second)
-	}
-	return err
 }
 
 func (pw *podWorker) ctr(name string) *ctrState {
@@ -449,9 +417,6 @@ func (pw *podWorker) syncContainers(ctx context.Context, pod *corev1.Pod, now ti
 			}
 		case cur.State == container.StateCreated:
 			// Created but never started (the agent died in between).
-			if pw.awaitWiring() != nil {
-				return pw.retrySB.Sub(now)
-			}
 			if err := pw.a.cfg.Runtime.StartContainer(ctx, cur.ID); err == nil {
 				if st, err := pw.a.cfg.Runtime.Status(ctx, cur.ID); err == nil {
 					*cur = st
@@ -574,16 +539,6 @@ func (pw *podWorker) startContainer(ctx context.Context, pod *corev1.Pod, c *cor
 			a.event(pod, c.Name, isInit, corev1.EventTypeWarning, "Failed", "Error: %s", cs.waitMsg)
 			return pw.backoff(cs, now)
 		}
-	}
-	if err := pw.awaitWiring(); err != nil {
-		// Created while the network was wired, which failed: the next
-		// sync sets the network up again and creates the container anew.
-		// One left behind is replaced on the retry (ErrAlreadyExists) or
-		// collected with the pod.
-		if rerr := a.cfg.Runtime.RemoveContainer(ctx, spec.ID); rerr != nil {
-			a.log.Warn("agent: removing container created for a pod whose network failed", "id", spec.ID, "err", rerr)
-		}
-		return pw.retrySB.Sub(now)
 	}
 	a.trackContainer(spec.ID, pod.UID)
 	a.event(pod, c.Name, isInit, corev1.EventTypeNormal, "Created", "Created container %s", c.Name)
@@ -719,7 +674,6 @@ func (pw *podWorker) stopAll(ctx context.Context, pod *corev1.Pod, grace time.Du
 // them, their network and the pod's files.
 func (pw *podWorker) terminate(ctx context.Context, pod *corev1.Pod, grace time.Duration) error {
 	a := pw.a
-	_ = pw.awaitWiring() // no Setup may outlive the Teardown below
 	pw.stopAll(ctx, pod, grace)
 	var errs []error
 	for _, cs := range pw.ctrs {

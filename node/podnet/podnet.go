@@ -183,14 +183,36 @@ func (n *Network) Allocated() map[string]net.IP {
 // what it created and frees the address; if the pod was known, its
 // reservation stays until Teardown or GC.
 func (n *Network) Setup(ctx context.Context, podID, netnsPath string) (PodNet, error) {
-	netnsPath, err := n.nsPathFor(podID, netnsPath)
-	if err != nil {
-		return PodNet{}, err
+	if podID == "" {
+		return PodNet{}, errors.New("podnet: setup: empty pod ID")
 	}
+	if netnsPath == "" {
+		netnsPath = n.DefaultNetNSPath(podID)
+	}
+	if !filepath.IsAbs(netnsPath) {
+		return PodNet{}, fmt.Errorf("podnet: setup of pod %s: namespace path %q is not absolute", podID, netnsPath)
+	}
+	netnsPath = filepath.Clean(netnsPath)
+
 	defer n.pods.lock(podID)()
-	rec, fresh, err := n.reserveLocked(ctx, podID, netnsPath)
+	if err := ctx.Err(); err != nil {
+		return PodNet{}, fmt.Errorf("setting up network of pod %s: %w", podID, err)
+	}
+	rec, prev, fresh, gen, err := n.reserve(podID, netnsPath)
+	if err == nil {
+		err = n.commit(gen) // the address is durable before anything uses it
+	}
 	if err != nil {
-		return PodNet{}, err
+		return PodNet{}, fmt.Errorf("setting up network of pod %s: %w", podID, err)
+	}
+	if prev != nil && prev.NetNS != "" && prev.NetNS != rec.NetNS {
+		// The pod moved to another namespace: its old one is stale.
+		if err := n.deleteLink(prev.Veth); err != nil {
+			return PodNet{}, fmt.Errorf("setting up network of pod %s: removing old veth: %w", podID, err)
+		}
+		if err := removeNetNS(prev.NetNS); err != nil {
+			return PodNet{}, fmt.Errorf("setting up network of pod %s: removing old namespace: %w", podID, err)
+		}
 	}
 	pn, err := n.wire(ctx, rec)
 	if err != nil {
@@ -203,70 +225,6 @@ func (n *Network) Setup(ctx context.Context, podID, netnsPath string) (PodNet, e
 		return PodNet{}, err
 	}
 	return pn, nil
-}
-
-// Reserve gives a pod its address and namespace path, durably, and creates
-// nothing: Setup, which finds the reservation, wires them. It returns what
-// Setup will, so that a pod's containers can be created while Setup runs;
-// none may start before Setup returned. A reservation stays until Teardown
-// or GC.
-func (n *Network) Reserve(ctx context.Context, podID, netnsPath string) (PodNet, error) {
-	netnsPath, err := n.nsPathFor(podID, netnsPath)
-	if err != nil {
-		return PodNet{}, err
-	}
-	defer n.pods.lock(podID)()
-	rec, _, err := n.reserveLocked(ctx, podID, netnsPath)
-	if err != nil {
-		return PodNet{}, err
-	}
-	return n.podNetOf(rec), nil
-}
-
-// nsPathFor checks a pod ID and the namespace path asked for ("" means
-// DefaultNetNSPath) and returns the clean path.
-func (n *Network) nsPathFor(podID, netnsPath string) (string, error) {
-	if podID == "" {
-		return "", errors.New("podnet: setup: empty pod ID")
-	}
-	if netnsPath == "" {
-		netnsPath = n.DefaultNetNSPath(podID)
-	}
-	if !filepath.IsAbs(netnsPath) {
-		return "", fmt.Errorf("podnet: setup of pod %s: namespace path %q is not absolute", podID, netnsPath)
-	}
-	return filepath.Clean(netnsPath), nil
-}
-
-// reserveLocked makes the pod's record for netnsPath durable and removes
-// the veth and namespace of a record it replaced. fresh is set if the pod
-// had no record. The caller holds the pod's lock.
-func (n *Network) reserveLocked(ctx context.Context, podID, netnsPath string) (rec podRecord, fresh bool, err error) {
-	if err := ctx.Err(); err != nil {
-		return podRecord{}, false, fmt.Errorf("setting up network of pod %s: %w", podID, err)
-	}
-	rec, prev, fresh, gen, err := n.reserve(podID, netnsPath)
-	if err == nil {
-		err = n.commit(gen) // the address is durable before anything uses it
-	}
-	if err != nil {
-		return podRecord{}, false, fmt.Errorf("setting up network of pod %s: %w", podID, err)
-	}
-	if prev != nil && prev.NetNS != "" && prev.NetNS != rec.NetNS {
-		// The pod moved to another namespace: its old one is stale.
-		if err := n.deleteLink(prev.Veth); err != nil {
-			return podRecord{}, false, fmt.Errorf("setting up network of pod %s: removing old veth: %w", podID, err)
-		}
-		if err := removeNetNS(prev.NetNS); err != nil {
-			return podRecord{}, false, fmt.Errorf("setting up network of pod %s: removing old namespace: %w", podID, err)
-		}
-	}
-	return rec, fresh, nil
-}
-
-// podNetOf is what Setup returns for a pod's record.
-func (n *Network) podNetOf(rec podRecord) PodNet {
-	return PodNet{IP: net.ParseIP(rec.IP).To4(), Gateway: n.gateway, NetNSPath: rec.NetNS, HostVeth: rec.Veth}
 }
 
 // reserve finds or makes the pod's record for netnsPath, in memory: gen is
@@ -387,7 +345,7 @@ func (n *Network) wire(ctx context.Context, rec podRecord) (PodNet, error) {
 	if err := n.configurePod(ph, podLink, ip); err != nil {
 		return PodNet{}, err
 	}
-	return n.podNetOf(rec), nil
+	return PodNet{IP: ip, Gateway: n.gateway, NetNSPath: rec.NetNS, HostVeth: rec.Veth}, nil
 }
 
 // ensureVeth returns the pod's veth pair, (re)creating it unless the
