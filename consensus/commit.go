@@ -2,9 +2,15 @@ package consensus
 
 import (
 	"sync"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
+
+// pushQuiet is how long after its last answered heartbeat a follower still
+// gets pushes: one that stopped answering (down, cut off, or no longer in
+// the configuration, which raft stops sending to) is not dialled for them.
+const pushQuiet = time.Second
 
 // commitTransport lets the leader tell followers its commit index without
 // appending an entry.
@@ -42,6 +48,7 @@ type commitTransport struct {
 	leader func() (commit, term uint64, ok bool)
 	// termOf returns the term of the entry at index in the local log.
 	termOf func(index uint64) (uint64, bool)
+	now    func() time.Time
 
 	mu    sync.Mutex
 	peers map[raft.ServerID]*commitPeer // guarded by mu
@@ -51,6 +58,7 @@ type commitTransport struct {
 type commitPeer struct {
 	target  raft.ServerAddress
 	header  *raft.AppendEntriesRequest // a heartbeat to it (nil before the first)
+	beat    time.Time                  // when it last answered a heartbeat
 	term    uint64                     // the term of matched
 	matched uint64                     // highest index it acknowledged in term
 	told    uint64                     // highest commit index sent to it
@@ -67,7 +75,7 @@ type fullTransport interface {
 }
 
 func newCommitTransport(t fullTransport, leader func() (uint64, uint64, bool), termOf func(uint64) (uint64, bool)) *commitTransport {
-	return &commitTransport{fullTransport: t, leader: leader, termOf: termOf, peers: make(map[raft.ServerID]*commitPeer)}
+	return &commitTransport{fullTransport: t, leader: leader, termOf: termOf, now: time.Now, peers: make(map[raft.ServerID]*commitPeer)}
 }
 
 // isHeartbeat reports whether args is one of raft's heartbeats (see
@@ -111,6 +119,9 @@ func (t *commitTransport) AppendEntries(id raft.ServerID, target raft.ServerAddr
 		return err
 	}
 	if hb {
+		t.mu.Lock()
+		t.peer(id, target).beat = t.now()
+		t.mu.Unlock()
 		t.pushTo(id)
 	} else {
 		t.acked(id, target, args)
@@ -179,7 +190,7 @@ func (t *commitTransport) pushTo(id raft.ServerID) {
 	}
 	t.mu.Lock()
 	p := t.peers[id]
-	if p == nil || p.pushing || p.header == nil || p.header.Term != term || p.term != term {
+	if p == nil || p.pushing || p.header == nil || p.header.Term != term || p.term != term || t.now().Sub(p.beat) > pushQuiet {
 		t.mu.Unlock()
 		return
 	}

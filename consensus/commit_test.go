@@ -12,8 +12,9 @@ import (
 // follower would: heartbeats pass unchanged; a push names an index the
 // follower acknowledged and the leader committed, with that entry's term,
 // once; Push asks for what the follower still has to acknowledge, which goes
-// when it does; a pipelined acknowledgement counts; nothing is pushed by a
-// node that is not the leader.
+// when it does; a pipelined acknowledgement counts; a follower that stopped
+// answering heartbeats gets nothing; nothing is pushed by a node that is not
+// the leader.
 func TestCommitTransport(t *testing.T) {
 	addr1, t1 := raft.NewInmemTransport("")
 	addr2, t2 := raft.NewInmemTransport("")
@@ -23,10 +24,12 @@ func TestCommitTransport(t *testing.T) {
 
 	var mu sync.Mutex
 	commit, term, leader := uint64(0), uint64(3), true
+	var skew time.Duration // added to the transport's clock
 	setCommit := func(c uint64) { mu.Lock(); commit = c; mu.Unlock() }
 	ct := newCommitTransport(t1,
 		func() (uint64, uint64, bool) { mu.Lock(); defer mu.Unlock(); return commit, term, leader },
 		func(index uint64) (uint64, bool) { return 2, index > 0 }) // every entry of term 2
+	ct.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return time.Now().Add(skew) }
 
 	got := make(chan raft.AppendEntriesRequest, 16)
 	go func() {
@@ -134,12 +137,28 @@ func TestCommitTransport(t *testing.T) {
 		t.Fatalf("push = %+v, want index 13", r)
 	}
 
+	// A follower quiet for longer than pushQuiet is not pushed to.
+	mu.Lock()
+	skew = 2 * pushQuiet
+	mu.Unlock()
+	replicate(14, 13)
+	setCommit(14)
+	ct.Push()
+	quiet("a quiet follower")
+	mu.Lock()
+	skew = 0
+	mu.Unlock()
+	beat()
+	if r := next("push once the follower answers again"); !pushOf(r, 14) {
+		t.Fatalf("push = %+v, want index 14", r)
+	}
+
 	// Not the leader: nothing is pushed.
 	mu.Lock()
 	leader = false
 	mu.Unlock()
-	replicate(14, 13)
-	setCommit(14)
+	replicate(15, 14)
+	setCommit(15)
 	ct.Push()
 	beat()
 	quiet("not the leader")
