@@ -25,22 +25,33 @@ const pushQuiet = time.Second
 //
 // Instead the transport sends a commit push: an AppendEntries without
 // entries whose PrevLogEntry and LeaderCommitIndex are an index the follower
-// has acknowledged and the leader has committed, and PrevLogTerm that entry's
-// term. The follower finds the entry in its log, so it commits and applies up
-// to it exactly as after a replicating AppendEntries (Log Matching: same
-// index and term, same prefix). A push is due when a follower has not been
-// sent the commit index it could apply. Push (after a batch with nothing
-// behind it, see batcher.nudge) sends the due pushes, and asks for the ones
-// that followers still have to acknowledge entries for: those go when the
-// acknowledgement arrives. Every successful heartbeat sends a due push too.
-// Each push runs in its own goroutine, at most one per follower at a time.
+// acknowledged and the leader committed, and PrevLogTerm that entry's term.
+// The follower finds the entry, so it commits and applies up to it exactly
+// as after a replicating AppendEntries (Log Matching: same index and term,
+// same prefix). A push is due when a follower has not been sent the commit
+// index it could apply. Push (after a batch with nothing behind it, see
+// batcher.nudge) sends the due pushes, and asks for the ones that followers
+// still have to acknowledge entries for: those go when the acknowledgement
+// arrives. Every successful heartbeat sends a due push too. Each push runs in
+// its own goroutine, at most one per follower at a time, and only to
+// followers that answer heartbeats.
 //
 // Heartbeats themselves pass unchanged and keep the transport's fast path, so
 // a follower busy with its disk still answers them at once (hashicorp/raft
 // #282); a push goes through the follower's raft loop, ordered with its other
 // AppendEntries. The transport learns what each follower acknowledged from
-// the answers to replication, pipelined or not, and what a heartbeat to it
-// looks like (term, leader) from raft's own heartbeats.
+// the answers to raft's AppendEntries, and what a heartbeat to it looks like
+// (term, leader) from raft's own heartbeats.
+//
+// Replication is not pipelined. The pipeline's answers reach raft on a
+// channel the transport cannot look into without a goroutine in between;
+// that shifted raft's timing enough to expose a data race in hashicorp/raft
+// (updateLastAppended reads the peer unlocked while a configuration change
+// replaces it), and pushing what was only sent, not acknowledged, overtook
+// the entries and had followers refuse pushes by the dozen a second under
+// load. Without the pipeline raft sends each follower everything new in one
+// AppendEntries at a time, and the batcher already packs many commands into
+// each entry.
 type commitTransport struct {
 	fullTransport
 	// leader returns the local commit index and term while this node is
@@ -129,20 +140,15 @@ func (t *commitTransport) AppendEntries(id raft.ServerID, target raft.ServerAddr
 	return nil
 }
 
-// AppendEntriesPipeline wraps the pipeline so the answers it gets are seen.
-func (t *commitTransport) AppendEntriesPipeline(id raft.ServerID, target raft.ServerAddress) (raft.AppendPipeline, error) {
-	p, err := t.fullTransport.AppendEntriesPipeline(id, target)
-	if err != nil {
-		return nil, err
-	}
-	cp := &commitPipeline{AppendPipeline: p, t: t, id: id, target: target,
-		out: make(chan raft.AppendFuture, pipelineDepth), stop: make(chan struct{})}
-	go cp.relay()
-	return cp, nil
+// AppendEntriesPipeline refuses: raft then replicates with AppendEntries,
+// whose answers the transport sees (see commitTransport).
+func (t *commitTransport) AppendEntriesPipeline(raft.ServerID, raft.ServerAddress) (raft.AppendPipeline, error) {
+	return nil, raft.ErrPipelineReplicationNotSupported
 }
 
-// acked records that id's log equals the leader's up to lastIndex(args),
-// and sends a push Push asked for that the follower can now apply.
+// acked records that id's log equals the leader's up to lastIndex(args) and
+// that it was told args' commit index, and sends a push Push asked for that
+// the follower can now apply.
 func (t *commitTransport) acked(id raft.ServerID, target raft.ServerAddress, args *raft.AppendEntriesRequest) {
 	t.mu.Lock()
 	p := t.peer(id, target)
@@ -205,63 +211,22 @@ func (t *commitTransport) pushTo(id raft.ServerID) {
 	t.mu.Unlock()
 
 	go func() {
-		sent := false
-		if prevTerm, ok := t.termOf(index); ok {
+		ok := false
+		if prevTerm, found := t.termOf(index); found {
 			req.PrevLogEntry, req.PrevLogTerm, req.LeaderCommitIndex = index, prevTerm, index
 			var resp raft.AppendEntriesResponse
 			err := t.fullTransport.AppendEntries(id, target, &req, &resp)
-			sent = err == nil && resp.Success
+			ok = err == nil && resp.Success
 		}
 		t.mu.Lock()
 		p.pushing = false
-		if sent {
+		if ok {
 			p.told = max(p.told, index)
 		}
-		again := sent && p.want > p.told && p.matched > index
+		again := ok && p.want > p.told && p.matched > index
 		t.mu.Unlock()
 		if again {
 			t.pushTo(id) // acknowledged more while this push was out
 		}
 	}()
-}
-
-// pipelineDepth is the consumer buffer of raft.NetworkTransport's pipeline.
-const pipelineDepth = 128
-
-// commitPipeline passes the pipeline's answers on to raft after noting what
-// the follower acknowledged.
-type commitPipeline struct {
-	raft.AppendPipeline
-	t      *commitTransport
-	id     raft.ServerID
-	target raft.ServerAddress
-	out    chan raft.AppendFuture
-	stop   chan struct{}
-	once   sync.Once
-}
-
-func (p *commitPipeline) relay() {
-	in := p.AppendPipeline.Consumer()
-	for {
-		select {
-		case f := <-in:
-			if f.Error() == nil && f.Response().Success {
-				p.t.acked(p.id, p.target, f.Request())
-			}
-			select {
-			case p.out <- f:
-			case <-p.stop:
-				return
-			}
-		case <-p.stop:
-			return
-		}
-	}
-}
-
-func (p *commitPipeline) Consumer() <-chan raft.AppendFuture { return p.out }
-
-func (p *commitPipeline) Close() error {
-	p.once.Do(func() { close(p.stop) })
-	return p.AppendPipeline.Close()
 }

@@ -354,7 +354,15 @@ func TestMembership(t *testing.T) {
 	mustPropose(t, b, "after-rejoin")
 	waitConverged(t, leader.fsm.snapshotRecords(), nodes...)
 
-	// Same ID, new address: the address is updated, suffrage kept.
+	// Same ID, new address: the address is updated, suffrage kept. A node
+	// gets a new address when it restarts elsewhere, so a is down first:
+	// hashicorp/raft replaces a peer's address while that peer's
+	// replication goroutine reads it unlocked (updateLastAppended after a
+	// successful AppendEntries; hashicorp/raft#471, #682), a data race the
+	// detector reports when the peer is up and acknowledging.
+	if err := a.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
 	if err := leader.AddNonvoter(a.id, "127.0.0.1:9"); err != nil {
 		t.Fatal(err)
 	}
