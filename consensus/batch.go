@@ -119,9 +119,10 @@ type batcher struct {
 	pending  atomic.Int64  // entries handed to raft.Apply and not finished
 }
 
-func newBatcher(r *raft.Raft, maxBatch int, logger hclog.Logger) *batcher {
+func newBatcher(r *raft.Raft, push func(), maxBatch int, logger hclog.Logger) *batcher {
 	return &batcher{
 		raft:     r,
+		push:     push,
 		logger:   logger,
 		maxBatch: maxBatch,
 		queue:    make(chan *proposal, maxBatch),
@@ -232,12 +233,12 @@ func (b *batcher) finish(stop <-chan struct{}, f raft.ApplyFuture, batch []*prop
 // replica, and every node programs services and DNS and runs pods from its
 // replica — so with nothing queued behind this batch the leader pushes the
 // commit index to the followers (commitTransport): no log entry, no fsync.
-// A batch with forwarded commands
-// is nudged at once: its followers are waiting. Otherwise the nudge waits
-// nudgeDelay and is dropped when another entry went out meanwhile: a client
-// writing in sequence sends its next write sooner, and that entry carries
-// the index. Under load the next batch does the job; at idle the tick can be
-// slow and cheap (see Config.CommitTimeout).
+// A batch with forwarded commands is nudged at once: its followers are
+// waiting. Otherwise the nudge waits nudgeDelay and is dropped when another
+// entry went out meanwhile: a client writing in sequence sends its next
+// write sooner, and that entry carries the index. Under load the next batch
+// does the job; at idle the tick can be slow and cheap (see
+// Config.CommitTimeout).
 func (b *batcher) nudge(stop <-chan struct{}, urgent bool) {
 	idle := func() bool { return len(b.queue) == 0 && b.pending.Load() == 0 }
 	if !idle() {
@@ -257,9 +258,7 @@ func (b *batcher) nudge(stop <-chan struct{}, urgent bool) {
 		}
 	}
 	b.nudges.Add(1)
-	if b.push != nil {
-		b.push()
-	}
+	b.push()
 }
 
 // classify maps a raft.Apply error to an outcome.

@@ -202,8 +202,7 @@ func New(cfg Config) (*Node, error) {
 		}
 	}
 
-	n.batcher = newBatcher(n.raft, cfg.MaxBatch, logger.Named("batch"))
-	n.batcher.push = n.commits.Push
+	n.batcher = newBatcher(n.raft, n.commits.Push, cfg.MaxBatch, logger.Named("batch"))
 	n.observations = make(chan raft.Observation, 16)
 	n.observer = raft.NewObserver(n.observations, false, func(o *raft.Observation) bool {
 		_, ok := o.Data.(raft.LeaderObservation)
