@@ -547,8 +547,8 @@ func TestFailoverLatency(t *testing.T) {
 // write forwarded by a follower reaches that follower's replica (the leader
 // nudges the commit index after batches with forwarded commands), and the
 // leader's own writes reach every follower soon after they stop, the last
-// one included (the deferred nudge). The nudge adds nothing to the log: its
-// heartbeats carry the commit index.
+// one included (the deferred nudge). The nudge adds nothing to the log: it
+// sends commit pushes (commitTransport).
 func TestWritesReachFollowerReplicas(t *testing.T) {
 	nodes := newCluster(t, 3, func(c *Config) { c.CommitTimeout = 30 * time.Second })
 	leader := waitLeader(t, nodes...)
