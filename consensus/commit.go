@@ -59,7 +59,10 @@ type commitTransport struct {
 	leader func() (commit, term uint64, ok bool)
 	// termOf returns the term of the entry at index in the local log.
 	termOf func(index uint64) (uint64, bool)
-	now    func() time.Time
+	// capCommit lowers a commit index to what the leader's own disk holds
+	// (see leaderLog); followers are never told more.
+	capCommit func(commit uint64) uint64
+	now       func() time.Time
 
 	mu    sync.Mutex
 	peers map[raft.ServerID]*commitPeer // guarded by mu
@@ -85,8 +88,8 @@ type fullTransport interface {
 	raft.WithPreVote
 }
 
-func newCommitTransport(t fullTransport, leader func() (uint64, uint64, bool), termOf func(uint64) (uint64, bool)) *commitTransport {
-	return &commitTransport{fullTransport: t, leader: leader, termOf: termOf, now: time.Now, peers: make(map[raft.ServerID]*commitPeer)}
+func newCommitTransport(t fullTransport, leader func() (uint64, uint64, bool), termOf func(uint64) (uint64, bool), capCommit func(uint64) uint64) *commitTransport {
+	return &commitTransport{fullTransport: t, leader: leader, termOf: termOf, capCommit: capCommit, now: time.Now, peers: make(map[raft.ServerID]*commitPeer)}
 }
 
 // isHeartbeat reports whether args is one of raft's heartbeats (see
@@ -124,6 +127,10 @@ func (t *commitTransport) AppendEntries(id raft.ServerID, target raft.ServerAddr
 		t.mu.Lock()
 		t.peer(id, target).header = &h
 		t.mu.Unlock()
+	} else if c := t.capCommit(args.LeaderCommitIndex); c != args.LeaderCommitIndex {
+		capped := *args // raft keeps its own
+		capped.LeaderCommitIndex = c
+		args = &capped
 	}
 	err := t.fullTransport.AppendEntries(id, target, args, resp)
 	if err != nil || !resp.Success {

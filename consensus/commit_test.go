@@ -26,10 +26,12 @@ func TestCommitTransport(t *testing.T) {
 	var mu sync.Mutex
 	commit, term, leader := uint64(0), uint64(3), true
 	var skew time.Duration // added to the transport's clock
+	durable := ^uint64(0)  // the leader's own disk holds entries up to this
 	setCommit := func(c uint64) { mu.Lock(); commit = c; mu.Unlock() }
 	ct := newCommitTransport(t1,
-		func() (uint64, uint64, bool) { mu.Lock(); defer mu.Unlock(); return commit, term, leader },
-		func(index uint64) (uint64, bool) { return 2, index > 0 }) // every entry of term 2
+		func() (uint64, uint64, bool) { mu.Lock(); defer mu.Unlock(); return min(commit, durable), term, leader },
+		func(index uint64) (uint64, bool) { return 2, index > 0 }, // every entry of term 2
+		func(c uint64) uint64 { mu.Lock(); defer mu.Unlock(); return min(c, durable) })
 	ct.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return time.Now().Add(skew) }
 
 	got := make(chan raft.AppendEntriesRequest, 16)
@@ -72,7 +74,7 @@ func TestCommitTransport(t *testing.T) {
 			t.Fatalf("heartbeat was changed: %+v", r)
 		}
 	}
-	replicate := func(last, leaderCommit uint64) {
+	replicate := func(last, leaderCommit uint64) raft.AppendEntriesRequest {
 		t.Helper()
 		req := raft.AppendEntriesRequest{Term: 3, Leader: []byte(addr1), PrevLogEntry: last - 1, PrevLogTerm: 2,
 			LeaderCommitIndex: leaderCommit, Entries: []*raft.Log{{Index: last, Term: 3}}}
@@ -80,7 +82,10 @@ func TestCommitTransport(t *testing.T) {
 		if err := ct.AppendEntries("n2", addr2, &req, &resp); err != nil || !resp.Success {
 			t.Fatalf("replication: %v %+v", err, resp)
 		}
-		next("replication")
+		if req.LeaderCommitIndex != leaderCommit {
+			t.Fatalf("raft's request was modified: %+v", req)
+		}
+		return next("replication")
 	}
 
 	// Nothing acknowledged: heartbeats only.
@@ -135,12 +140,31 @@ func TestCommitTransport(t *testing.T) {
 		t.Fatalf("push = %+v, want index 14", r)
 	}
 
+	// Followers are never told a commit index past the leader's own disk,
+	// in replication or in pushes; once it is durable, the push follows.
+	mu.Lock()
+	durable = 15
+	mu.Unlock()
+	if r := replicate(17, 16); r.LeaderCommitIndex != 15 {
+		t.Fatalf("replication told commit %d, want 15 (durable)", r.LeaderCommitIndex)
+	}
+	setCommit(17)
+	ct.Push()
+	quiet("15 told, nothing durable beyond")
+	mu.Lock()
+	durable = ^uint64(0)
+	mu.Unlock()
+	ct.Push()
+	if r := next("push once durable"); !pushOf(r, 17) {
+		t.Fatalf("push = %+v, want index 17", r)
+	}
+
 	// Not the leader: nothing is pushed.
 	mu.Lock()
 	leader = false
 	mu.Unlock()
-	replicate(15, 14)
-	setCommit(15)
+	replicate(18, 17)
+	setCommit(18)
 	ct.Push()
 	beat()
 	quiet("not the leader")

@@ -44,6 +44,9 @@ const snapshotHeaderLen = len(snapshotMagic) + 8
 type fsmAdapter struct {
 	fsm    FSM
 	logger hclog.Logger
+	// durable blocks until the entry at an index is on the local disk (see
+	// leaderLog); raft may hand the leader's FSM entries before that.
+	durable func(index uint64)
 
 	// applied is the highest index whose effects the caller's FSM reflects:
 	// every command entry at or below it has been applied.
@@ -54,8 +57,8 @@ type fsmAdapter struct {
 
 var _ raft.BatchingFSM = (*fsmAdapter)(nil)
 
-func newFSMAdapter(fsm FSM, logger hclog.Logger) *fsmAdapter {
-	return &fsmAdapter{fsm: fsm, logger: logger}
+func newFSMAdapter(fsm FSM, logger hclog.Logger, durable func(uint64)) *fsmAdapter {
+	return &fsmAdapter{fsm: fsm, logger: logger, durable: durable}
 }
 
 // Apply implements raft.FSM.
@@ -67,6 +70,9 @@ func (a *fsmAdapter) Apply(l *raft.Log) any {
 // response per command), nil (nothing to answer) or an error.
 func (a *fsmAdapter) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
+	if len(logs) > 0 && a.durable != nil {
+		a.durable(logs[len(logs)-1].Index)
+	}
 	for i, l := range logs {
 		if l.Type == raft.LogCommand {
 			out[i] = a.applyEntry(l.Index, l.Data)

@@ -34,7 +34,8 @@ type Node struct {
 
 	meta    *metadb.BoltMetaDB
 	wal     *wal.WAL
-	logs    raft.LogStore
+	logs    raft.LogStore // raft's LogCache over disk
+	disk    *leaderLog    // the WAL, written in the background on the leader
 	fsm     *fsmAdapter
 	stream  *streamLayer
 	trans   *raft.NetworkTransport
@@ -152,7 +153,13 @@ func New(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("consensus: inspecting raft state: %w", err)
 	}
-	if n.logs, err = raft.NewLogCache(logCacheSize, n.wal); err != nil {
+	var raftPtr atomic.Pointer[raft.Raft] // replication may start before NewRaft returns
+	n.disk = newLeaderLog(n.wal, func() bool {
+		r := raftPtr.Load()
+		return r != nil && r.State() == raft.Leader
+	})
+	undo = append(undo, n.disk.close)
+	if n.logs, err = raft.NewLogCache(logCacheSize, n.disk); err != nil {
 		return nil, fmt.Errorf("consensus: %w", err)
 	}
 
@@ -178,15 +185,14 @@ func New(cfg Config) (*Node, error) {
 	})
 	undo = append(undo, func() { _ = n.trans.Close() })
 
-	n.fsm = newFSMAdapter(cfg.FSM, logger.Named("fsm"))
-	var raftPtr atomic.Pointer[raft.Raft] // replication may start before NewRaft returns
+	n.fsm = newFSMAdapter(cfg.FSM, logger.Named("fsm"), n.disk.waitDurable)
 	n.commits = newCommitTransport(n.trans, func() (uint64, uint64, bool) {
 		r := raftPtr.Load()
 		if r == nil || r.State() != raft.Leader {
 			return 0, 0, false
 		}
-		return r.CommitIndex(), r.CurrentTerm(), true
-	}, n.termOf)
+		return n.disk.capCommit(r.CommitIndex()), r.CurrentTerm(), true
+	}, n.termOf, n.disk.capCommit)
 	n.raft, err = raft.NewRaft(cfg.raftConfig(logger.Named("raft")), n.fsm, n.logs, n.wal, snaps, n.commits)
 	if err != nil {
 		return nil, fmt.Errorf("consensus: starting raft: %w", err)
@@ -254,6 +260,7 @@ func (n *Node) Shutdown() error {
 		n.cancel()
 		n.raft.DeregisterObserver(n.observer)
 		err := n.raft.Shutdown().Error() // also closes the transport and listener
+		n.disk.close()
 		n.trans.CloseStreams()
 		_ = n.stream.Close()
 		n.rpc.close()
