@@ -64,6 +64,9 @@ type Node struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // node goroutines, including batch finishers
 
+	// probeElections counts elections the leader probe started.
+	probeElections atomic.Uint64
+
 	closed       atomic.Bool
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -101,6 +104,9 @@ type Stats struct {
 	// Nudges counts the times the leader pushed its commit index to the
 	// followers after a batch (see batcher.nudge).
 	Nudges uint64 `json:"nudges"`
+	// ProbeElections counts the elections this node started because the
+	// leader's raft port refused connections (see watchLeader).
+	ProbeElections uint64 `json:"probeElections"`
 }
 
 // New opens the raft state in cfg.DataDir, starts listening on cfg.BindAddr
@@ -218,6 +224,7 @@ func New(cfg Config) (*Node, error) {
 	n.wg.Go(func() { n.batcher.run(n.ctx, &n.wg) })
 	n.wg.Go(n.monitorLeadership)
 	n.wg.Go(n.watchObservations)
+	n.wg.Go(n.watchLeader)
 	n.stream.start()
 	started = true
 	return n, nil
@@ -449,6 +456,7 @@ func (n *Node) Stats() Stats {
 		ProposedEntries:  n.batcher.entries.Load(),
 		ProposedCommands: n.batcher.commands.Load(),
 		Nudges:           n.batcher.nudges.Load(),
+		ProbeElections:   n.probeElections.Load(),
 	}
 	switch last := n.raft.LastContact(); {
 	case state == raft.Leader:

