@@ -33,8 +33,8 @@ import (
 //
 // To avoid split votes, only the first of the remaining voters (by ID)
 // starts at once; the n-th waits n × probeRankDelay and starts only if no
-// leader has appeared meanwhile (the first may be behind in its log, and its
-// candidacy refused).
+// other voter has campaigned meanwhile (the term is unchanged): the first may
+// be down too, or behind in its log and refused.
 const (
 	probeTick      = 20 * time.Millisecond
 	probeDial      = 100 * time.Millisecond
@@ -69,6 +69,7 @@ func (n *Node) watchLeader() {
 			continue
 		}
 		quietUntil = time.Now().Add(probeBackoff)
+		term := n.raft.CurrentTerm()
 		if !refuses(leader.Address) {
 			continue
 		}
@@ -78,8 +79,10 @@ func (n *Node) watchLeader() {
 				return
 			case <-time.After(time.Duration(rank) * probeRankDelay):
 			}
-			if again, _, ok := n.leaderSilent(); !ok || again.ID != leader.ID {
-				continue // a new leader, or raft's own timeout took over
+			// A vote request raised the term: another voter campaigns
+			// already (its first heartbeat may not be here yet).
+			if again, _, ok := n.leaderSilent(); !ok || again.ID != leader.ID || n.raft.CurrentTerm() != term {
+				continue
 			}
 		}
 		n.logger.Info("leader's raft port refuses connections; starting an election", "leader", leader.ID, "address", leader.Address)

@@ -2,6 +2,8 @@ package consensus
 
 import (
 	"net"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -59,4 +61,41 @@ func TestLeaderProbe(t *testing.T) {
 	t.Logf("new leader %s after %v", next.id, took)
 	mustPropose(t, next, "after")
 	waitConverged(t, next.fsm.snapshotRecords(), survivors...)
+}
+
+// TestLeaderProbeRanks stops the leader of five nodes together with the
+// voter ranked first to replace it: the next in rank campaigns after its
+// delay, and the others stay out of its way.
+func TestLeaderProbeRanks(t *testing.T) {
+	slow := func(c *Config) {
+		c.HeartbeatTimeout = 1500 * time.Millisecond
+		c.ElectionTimeout = 1500 * time.Millisecond
+		c.LeaderLeaseTimeout = 1500 * time.Millisecond
+	}
+	nodes := newCluster(t, 5, slow)
+	leader := waitLeader(t, nodes...)
+	rest := followersOf(leader, nodes)
+	slices.SortFunc(rest, func(a, b *testNode) int { return strings.Compare(a.id, b.id) })
+	first, survivors := rest[0], rest[1:]
+
+	for _, n := range []*testNode{leader, first} {
+		if err := n.Shutdown(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	next := waitLeader(t, survivors...)
+	if next != survivors[0] {
+		t.Fatalf("%s leads; want %s, the first in rank still up", next.id, survivors[0].id)
+	}
+	for _, n := range survivors {
+		got := n.Stats().ProbeElections
+		if want := uint64(0); n == next {
+			if got == 0 {
+				t.Fatalf("%s leads without a probe election", n.id)
+			}
+		} else if got != want {
+			t.Fatalf("%s campaigned too (%d probe elections)", n.id, got)
+		}
+	}
+	mustPropose(t, next, "after")
 }
