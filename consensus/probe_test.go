@@ -25,17 +25,20 @@ func TestRefuses(t *testing.T) {
 	}
 }
 
+// slowTimeouts gives raft 1.5 s timeouts: a leader elected sooner after the
+// old one stopped was elected through the probe.
+func slowTimeouts(c *Config) {
+	c.HeartbeatTimeout = 1500 * time.Millisecond
+	c.ElectionTimeout = 1500 * time.Millisecond
+	c.LeaderLeaseTimeout = 1500 * time.Millisecond
+}
+
 // TestLeaderProbe stops the leader of three nodes whose raft timeouts are
 // long (1.5 s): the survivors' probe finds its port closed and one of them
 // campaigns at once, through raft's leadership-transfer path, which the
 // other honours although it still knows the old leader.
 func TestLeaderProbe(t *testing.T) {
-	slow := func(c *Config) {
-		c.HeartbeatTimeout = 1500 * time.Millisecond
-		c.ElectionTimeout = 1500 * time.Millisecond
-		c.LeaderLeaseTimeout = 1500 * time.Millisecond
-	}
-	nodes := newCluster(t, 3, slow)
+	nodes := newCluster(t, 3, slowTimeouts)
 	leader := waitLeader(t, nodes...)
 	mustPropose(t, leader, "before")
 	survivors := followersOf(leader, nodes)
@@ -67,12 +70,7 @@ func TestLeaderProbe(t *testing.T) {
 // voter ranked first to replace it: the next in rank campaigns after its
 // delay, and the others stay out of its way.
 func TestLeaderProbeRanks(t *testing.T) {
-	slow := func(c *Config) {
-		c.HeartbeatTimeout = 1500 * time.Millisecond
-		c.ElectionTimeout = 1500 * time.Millisecond
-		c.LeaderLeaseTimeout = 1500 * time.Millisecond
-	}
-	nodes := newCluster(t, 5, slow)
+	nodes := newCluster(t, 5, slowTimeouts)
 	leader := waitLeader(t, nodes...)
 	rest := followersOf(leader, nodes)
 	slices.SortFunc(rest, func(a, b *testNode) int { return strings.Compare(a.id, b.id) })
