@@ -242,9 +242,30 @@ func (s *Server) allow(rq *request, a rbac.Attributes) bool {
 	return false
 }
 
+// growStackBytes is how much stack a request with a body gets at once.
+const growStackBytes = 12 << 10
+
+// growStack grows the calling goroutine's stack in one step so that it
+// holds growStackBytes more. net/http runs every request on a new goroutine
+// whose stack starts small; decoding a JSON body (encoding/json's validating
+// scan and its decoder recurse) then grew it a step or two at a time, and
+// every growth copies the stack and adjusts each frame on it: 6% of a
+// leader's CPU with 100 clients creating objects. Grown here, while the
+// stack is shallow, the copy is cheap. i is always 0; it keeps the compiler
+// from dropping the array.
+//
+//go:noinline
+func growStack(i int) byte {
+	var pad [growStackBytes]byte
+	return pad[i]
+}
+
 // ServeHTTP authenticates, authorizes, routes and records metrics.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	if r.Method != http.MethodGet {
+		growStack(0)
+	}
 	rw := &statusWriter{ResponseWriter: w}
 	rq := &request{s: s, r: r, w: rw, verb: strings.ToLower(r.Method)}
 	defer func() {
