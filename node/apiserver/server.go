@@ -249,10 +249,12 @@ const growStackBytes = 12 << 10
 // holds growStackBytes more. net/http runs every request on a new goroutine
 // whose stack starts small; decoding a JSON body (encoding/json's validating
 // scan and its decoder recurse) then grew it a step or two at a time, and
-// every growth copies the stack and adjusts each frame on it: 6% of a
-// leader's CPU with 100 clients creating objects. Grown here, while the
-// stack is shallow, the copy is cheap. i is always 0; it keeps the compiler
-// from dropping the array.
+// every growth copies the stack and adjusts each frame on it. Grown here,
+// while the stack is shallow, the copy is cheap: with 100 clients creating
+// ConfigMaps through a leader, stack growth fell from 5.4% to 2.3% of its
+// CPU and JSON decoding from 10.2% to 5.8% (16 KiB in all is enough for
+// it; 24 KiB more grew the stack past the per-P stack caches and cost
+// more). i is always 0; it keeps the compiler from dropping the array.
 //
 //go:noinline
 func growStack(i int) byte {
