@@ -66,6 +66,11 @@ type commitTransport struct {
 
 	mu    sync.Mutex
 	peers map[raft.ServerID]*commitPeer // guarded by mu
+
+	// hb is raft's heartbeat handler, which NetworkTransport calls on the
+	// connection's goroutine, outside raft's own; nil once stopped.
+	hbMu sync.RWMutex
+	hb   func(raft.RPC) // guarded by hbMu
 }
 
 // commitPeer is what the transport knows of one follower.
@@ -145,6 +150,36 @@ func (t *commitTransport) AppendEntries(id raft.ServerID, target raft.ServerAddr
 		t.acked(id, target, args)
 	}
 	return nil
+}
+
+// SetHeartbeatHandler implements raft.Transport: raft's handler runs
+// through heartbeat, so that stopHeartbeats can wait for the ones under way.
+func (t *commitTransport) SetHeartbeatHandler(cb func(raft.RPC)) {
+	t.hbMu.Lock()
+	t.hb = cb
+	t.hbMu.Unlock()
+	t.fullTransport.SetHeartbeatHandler(t.heartbeat)
+}
+
+func (t *commitTransport) heartbeat(rpc raft.RPC) {
+	t.hbMu.RLock()
+	defer t.hbMu.RUnlock()
+	if t.hb == nil {
+		rpc.Respond(nil, raft.ErrRaftShutdown)
+		return
+	}
+	t.hb(rpc)
+}
+
+// stopHeartbeats waits for the heartbeats raft is handling and answers later
+// ones itself. NetworkTransport hands heartbeats to raft on the connection's
+// goroutine, which raft's Shutdown does not wait for: one that passed raft's
+// shutdown check could still store a new term after the node closed its
+// stores, and raft panics on that error.
+func (t *commitTransport) stopHeartbeats() {
+	t.hbMu.Lock()
+	t.hb = nil
+	t.hbMu.Unlock()
 }
 
 // AppendEntriesPipeline refuses: raft then replicates with AppendEntries,

@@ -169,3 +169,46 @@ func TestCommitTransport(t *testing.T) {
 	beat()
 	quiet("not the leader")
 }
+
+// TestStopHeartbeats: stopping waits for a heartbeat raft is handling, and
+// later heartbeats are answered without reaching raft.
+func TestStopHeartbeats(t *testing.T) {
+	_, tr := raft.NewInmemTransport("")
+	defer tr.Close()
+	ct := newCommitTransport(tr, func() (uint64, uint64, bool) { return 0, 0, false },
+		func(uint64) (uint64, bool) { return 0, false }, func(c uint64) uint64 { return c })
+	entered, release := make(chan struct{}), make(chan struct{})
+	var calls int
+	ct.SetHeartbeatHandler(func(rpc raft.RPC) {
+		calls++
+		close(entered)
+		<-release
+		rpc.Respond(&raft.AppendEntriesResponse{Success: true}, nil)
+	})
+	hb := func() raft.RPCResponse {
+		resp := make(chan raft.RPCResponse, 1)
+		ct.heartbeat(raft.RPC{Command: &raft.AppendEntriesRequest{Term: 1}, RespChan: resp})
+		return <-resp
+	}
+	first := make(chan raft.RPCResponse, 1)
+	go func() { first <- hb() }()
+	<-entered
+	stopped := make(chan struct{})
+	go func() { ct.stopHeartbeats(); close(stopped) }()
+	select {
+	case <-stopped:
+		t.Fatal("stopHeartbeats returned while raft was handling a heartbeat")
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(release)
+	<-stopped
+	if r := <-first; r.Error != nil {
+		t.Fatalf("the heartbeat under way failed: %v", r.Error)
+	}
+	if r := hb(); !errors.Is(r.Error, raft.ErrRaftShutdown) {
+		t.Fatalf("heartbeat after stop: %v, want ErrRaftShutdown", r.Error)
+	}
+	if calls != 1 {
+		t.Fatalf("raft's handler ran %d times, want 1", calls)
+	}
+}

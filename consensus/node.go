@@ -204,7 +204,7 @@ func New(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("consensus: starting raft: %w", err)
 	}
 	raftPtr.Store(n.raft)
-	undo = append(undo, func() { _ = n.raft.Shutdown().Error() })
+	undo = append(undo, func() { _ = n.raft.Shutdown().Error(); n.commits.stopHeartbeats() })
 	if cfg.Bootstrap && !existing {
 		boot := raft.Configuration{Servers: []raft.Server{{
 			Suffrage: raft.Voter, ID: raft.ServerID(cfg.ID), Address: raft.ServerAddress(n.advertise),
@@ -267,6 +267,7 @@ func (n *Node) Shutdown() error {
 		n.cancel()
 		n.raft.DeregisterObserver(n.observer)
 		err := n.raft.Shutdown().Error() // also closes the transport and listener
+		n.commits.stopHeartbeats()
 		n.disk.close()
 		n.trans.CloseStreams()
 		_ = n.stream.Close()
