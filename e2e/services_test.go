@@ -443,12 +443,15 @@ func TestServices(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		resp, err := hc.Get(fmt.Sprintf("https://%s:%d/metrics", node(t, c, "n1").IP, localcluster.APIPort))
-		if err != nil {
-			t.Fatal(err)
+		var b []byte
+		fetch := func() {
+			resp, err := hc.Get(fmt.Sprintf("https://%s:%d/metrics", node(t, c, "n1").IP, localcluster.APIPort))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ = io.ReadAll(resp.Body)
 		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
 		// The ClusterIP services of this test plus the kubernetes service;
 		// the DNS test forwarded example.test.
 		metric := func(name string) string {
@@ -458,6 +461,14 @@ func TestServices(t *testing.T) {
 				}
 			}
 			return ""
+		}
+		// The DNS child reports its counters once a second: the forward
+		// the DNS test made may not be counted yet.
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			fetch()
+			if v := metric("shoal_dns_forwarded_total"); (v != "" && v != "0") || time.Now().After(deadline) {
+				break
+			}
 		}
 		if v := metric("shoal_services_programmed"); v != "11" {
 			t.Errorf("shoal_services_programmed %q, want 11", v)
