@@ -55,7 +55,7 @@ const pushQuiet = time.Second
 type commitTransport struct {
 	fullTransport
 	// leader returns the local commit index and term while this node is
-	// the leader; ok is false otherwise.
+	// the leader; ok is false otherwise. committed caps the index.
 	leader func() (commit, term uint64, ok bool)
 	// termOf returns the term of the entry at index in the local log.
 	termOf func(index uint64) (uint64, bool)
@@ -210,11 +210,18 @@ func (t *commitTransport) acked(id raft.ServerID, target raft.ServerAddress, arg
 	}
 }
 
+// committed returns the commit index followers may be told (see capCommit)
+// and the term while this node is the leader.
+func (t *commitTransport) committed() (commit, term uint64, ok bool) {
+	commit, term, ok = t.leader()
+	return t.capCommit(commit), term, ok
+}
+
 // Push sends every follower the commit index it can apply and was not sent;
 // a follower that has not acknowledged the committed entries yet gets it
 // when it does.
 func (t *commitTransport) Push() {
-	commit, _, ok := t.leader()
+	commit, _, ok := t.committed()
 	if !ok {
 		return
 	}
@@ -232,7 +239,7 @@ func (t *commitTransport) Push() {
 
 // pushTo starts a push to id if one is due.
 func (t *commitTransport) pushTo(id raft.ServerID) {
-	commit, term, ok := t.leader()
+	commit, term, ok := t.committed()
 	if !ok {
 		return
 	}

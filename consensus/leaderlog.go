@@ -134,11 +134,13 @@ func (l *leaderLog) lastAccepted() uint64 {
 	return 0
 }
 
-// drain waits until everything accepted is on disk. l.mu must be held.
+// drain waits until everything accepted is on disk.
 func (l *leaderLog) drain() {
+	l.mu.Lock()
 	for l.firstUndurable() != 0 {
 		l.cond.Wait()
 	}
+	l.mu.Unlock()
 }
 
 // waitDurable blocks until the entry at index, if it was accepted, is on
@@ -183,9 +185,7 @@ func (l *leaderLog) StoreLogs(logs []*raft.Log) error {
 		}
 		l.mu.Unlock()
 	}
-	l.mu.Lock()
 	l.drain()
-	l.mu.Unlock()
 	// Nothing is queued, and only StoreLogs queues (under l.store).
 	return l.inner.StoreLogs(logs)
 }
@@ -258,9 +258,7 @@ func (l *leaderLog) DeleteRange(lo, hi uint64) error {
 	if first != 0 && hi >= first {
 		l.store.Lock()
 		defer l.store.Unlock()
-		l.mu.Lock()
 		l.drain()
-		l.mu.Unlock()
 	}
 	return l.inner.DeleteRange(lo, hi)
 }

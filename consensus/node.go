@@ -197,7 +197,7 @@ func New(cfg Config) (*Node, error) {
 		if r == nil || r.State() != raft.Leader {
 			return 0, 0, false
 		}
-		return n.disk.capCommit(r.CommitIndex()), r.CurrentTerm(), true
+		return r.CommitIndex(), r.CurrentTerm(), true
 	}, n.termOf, n.disk.capCommit)
 	n.raft, err = raft.NewRaft(cfg.raftConfig(logger.Named("raft")), n.fsm, n.logs, n.wal, snaps, n.commits)
 	if err != nil {

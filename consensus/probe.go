@@ -116,13 +116,9 @@ func (n *Node) leaderSilent() (leader raft.Server, rank int, ok bool) {
 	var others []string
 	self := false
 	for _, s := range f.Configuration().Servers {
-		switch {
-		case s.Suffrage != raft.Voter || s.ID == id:
-		case string(s.ID) == n.cfg.ID:
-			self = true
+		if s.Suffrage == raft.Voter && s.ID != id {
 			others = append(others, string(s.ID))
-		default:
-			others = append(others, string(s.ID))
+			self = self || string(s.ID) == n.cfg.ID
 		}
 	}
 	if !self {
