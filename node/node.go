@@ -297,7 +297,7 @@ func (n *Node) Run(ctx context.Context) error {
 	defer api.Close()
 	srv := &http.Server{Handler: handler, TLSConfig: n.apiTLSConfig(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slogErrorLog(n.log)}
 	srvErr := make(chan error, 1)
-	go func() { srvErr <- srv.ServeTLS(apiLn, "", "") }()
+	go func() { srvErr <- srv.ServeTLS(yieldListener{apiLn}, "", "") }()
 	defer func() {
 		sctx, c := context.WithTimeout(context.Background(), 2*time.Second)
 		defer c()
