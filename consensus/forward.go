@@ -169,9 +169,11 @@ func (n *Node) handleRequest(ctx context.Context, kind byte, payload []byte, tra
 		if left <= 0 {
 			return encodeStatus(statusFailed, fmt.Sprintf("request expired in transit (delayed %v, budget %dms)", transit, budget))
 		}
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, left)
-		defer cancel()
+		// A shared deadline rather than a timer per request. It does not end
+		// with the connection: a handler whose caller went away finishes its
+		// proposal and then fails to write the answer; Shutdown still ends it
+		// through n.ctx.
+		ctx = defaultDeadlines.Before(time.Now().Add(left))
 	}
 	body := payload[requestHeaderLen:]
 	switch kind {

@@ -22,6 +22,9 @@ type raftProposer struct {
 	metrics *metrics
 }
 
+// proposeDeadlines bounds proposals (see Propose).
+var proposeDeadlines = consensus.NewDeadlines(10 * time.Millisecond)
+
 func (p *raftProposer) Propose(ctx context.Context, ops ...state.Op) ([]state.Result, error) {
 	cmd, err := state.EncodeOps(ops, p.sealer)
 	if err != nil {
@@ -29,10 +32,17 @@ func (p *raftProposer) Propose(ctx context.Context, ops ...state.Op) ([]state.Re
 	}
 	// A write that cannot reach a quorum fails within p.timeout, whatever
 	// longer deadline the client asked for (?timeout=30s): a clear 503 soon
-	// beats a hung request.
-	ctx, cancel := context.WithTimeout(ctx, p.timeout)
-	defer cancel()
+	// beats a hung request. When nothing can cancel ctx (the API's writes,
+	// see apiserver's writeContext) the deadline is shared with the writes
+	// started in the same few milliseconds: one timer for all, not one each.
 	start := time.Now()
+	if ctx.Done() == nil {
+		ctx = proposeDeadlines.Before(start.Add(p.timeout))
+	} else {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, p.timeout)
+		defer cancel()
+	}
 	idx, resp, err := p.raft.Propose(ctx, cmd)
 	if err != nil {
 		p.metrics.proposeErrors.Inc()

@@ -209,7 +209,7 @@ func (s *Server) deleteObject(rq *request, ns, name string, opts *metav1.DeleteO
 		if rq.dryRun() {
 			return out, immediate, nil
 		}
-		rs, err := s.prop.Propose(rq.r.Context(), op)
+		rs, err := s.prop.Propose(rq.writeContext(), op)
 		if err != nil {
 			if state.IsCode(err, state.CodeConflict) && opts.Preconditions == nil && attempt+1 < maxUpdateAttempts {
 				continue

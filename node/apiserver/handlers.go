@@ -248,7 +248,7 @@ func (s *Server) createObject(rq *request, obj state.Object, applied bool) (stat
 		if rq.dryRun() {
 			return obj, nil
 		}
-		rs, err := s.prop.Propose(rq.r.Context(), state.Create(obj))
+		rs, err := s.prop.Propose(rq.writeContext(), state.Create(obj))
 		if err != nil {
 			if generated && attempt < 8 && state.IsCode(err, state.CodeAlreadyExists) {
 				continue
@@ -472,7 +472,7 @@ func (s *Server) guaranteedUpdate(rq *request, mutate func(cur state.Object) (st
 			next.SetResourceVersion("")
 			op = state.Update(next, curRV)
 		}
-		rs, err := s.prop.Propose(rq.r.Context(), op)
+		rs, err := s.prop.Propose(rq.writeContext(), op)
 		if err != nil {
 			if state.IsCode(err, state.CodeConflict) && attempt+1 < maxUpdateAttempts {
 				continue

@@ -56,7 +56,7 @@ func (s *Server) deleteNamespace(rq *request, opts *metav1.DeleteOptions) {
 			rq.writeJSON(http.StatusOK, next)
 			return
 		}
-		rs, err := s.prop.Propose(rq.r.Context(), state.Update(next, rvOf(cur)))
+		rs, err := s.prop.Propose(rq.writeContext(), state.Update(next, rvOf(cur)))
 		if err != nil {
 			if state.IsCode(err, state.CodeConflict) && opts.Preconditions == nil && attempt+1 < maxUpdateAttempts {
 				continue
