@@ -64,7 +64,9 @@ type Node struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // node goroutines, including batch finishers
 
-	// probeElections counts elections the leader probe started.
+	// probes and probeElections count the leader probe's dials and the
+	// elections it started.
+	probes         atomic.Uint64
 	probeElections atomic.Uint64
 
 	closed       atomic.Bool
@@ -104,8 +106,10 @@ type Stats struct {
 	// Nudges counts the times the leader pushed its commit index to the
 	// followers after a batch (see batcher.nudge).
 	Nudges uint64 `json:"nudges"`
-	// ProbeElections counts the elections this node started because the
-	// leader's raft port refused connections (see watchLeader).
+	// Probes counts the times this node, not hearing from the leader,
+	// dialled its raft port; ProbeElections the elections it started
+	// because the port refused the connection (see watchLeader).
+	Probes         uint64 `json:"probes"`
 	ProbeElections uint64 `json:"probeElections"`
 }
 
@@ -457,6 +461,7 @@ func (n *Node) Stats() Stats {
 		ProposedEntries:  n.batcher.entries.Load(),
 		ProposedCommands: n.batcher.commands.Load(),
 		Nudges:           n.batcher.nudges.Load(),
+		Probes:           n.probes.Load(),
 		ProbeElections:   n.probeElections.Load(),
 	}
 	switch last := n.raft.LastContact(); {

@@ -97,3 +97,46 @@ func TestLeaderProbeRanks(t *testing.T) {
 	}
 	mustPropose(t, next, "after")
 }
+
+// TestLeaderProbeDyingListener stops the leader but keeps a listener on its
+// raft address for a while, accepting nothing: what a process killed with a
+// large heap looks like while the kernel frees its memory before it closes
+// its files. The survivors keep probing the silent leader and campaign soon
+// after the port starts refusing, instead of backing off until raft's own
+// timeouts elect someone.
+func TestLeaderProbeDyingListener(t *testing.T) {
+	nodes := newCluster(t, 3, slowTimeouts)
+	leader := waitLeader(t, nodes...)
+	mustPropose(t, leader, "before")
+	survivors := followersOf(leader, nodes)
+	addr := leader.Addr()
+	if err := leader.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", addr) // the kernel completes handshakes; nobody accepts
+	if err != nil {
+		t.Fatal(err)
+	}
+	const open = 700 * time.Millisecond
+	time.Sleep(open)
+	var probes uint64
+	for _, n := range survivors {
+		st := n.Stats()
+		if st.ProbeElections != 0 {
+			t.Fatalf("%s campaigned while the leader's port still listened", n.id)
+		}
+		probes += st.Probes
+	}
+	// The probes start after 375 ms of silence (a quarter of the 1.5 s
+	// heartbeat timeout) and repeat every probeRelisten while the port
+	// listens: ~6 per survivor in the window; one each with a long back-off.
+	if probes < 4 {
+		t.Fatalf("survivors probed the listening leader %d times in %v; want them to keep probing", probes, open)
+	}
+	_ = ln.Close()
+	next := waitLeader(t, survivors...)
+	if got := next.Stats().ProbeElections; got == 0 {
+		t.Fatalf("new leader %s was not elected through the probe", next.id)
+	}
+	mustPropose(t, next, "after")
+}
