@@ -550,8 +550,40 @@ func killLeader(ctx context.Context, c *localcluster.Cluster, hc *http.Client, i
 	if err := c.WaitReady(ctx, leader); err != nil {
 		return 0, err
 	}
-	time.Sleep(2 * time.Second) // let it catch up and rejoin as a voter
+	// The next kill must find a healthy cluster: the restarted node re-applies
+	// the log since the last snapshot (hundreds of thousands of objects after
+	// the write runs), and a failover timed while it still does measures its
+	// replay competing for the two cores, not the failover.
+	if err := waitCaughtUp(ctx, c, hc, time.Minute); err != nil {
+		return 0, err
+	}
+	time.Sleep(time.Second)
 	return took, nil
+}
+
+// waitCaughtUp waits until every node has applied what some node reported
+// as committed when the wait began.
+func waitCaughtUp(ctx context.Context, c *localcluster.Cluster, hc *http.Client, limit time.Duration) error {
+	var target float64
+	for _, n := range c.Nodes() {
+		if v, err := metricValue(ctx, hc, n.IP, "shoal_raft_commit_index"); err == nil {
+			target = max(target, v)
+		}
+	}
+	deadline := time.Now().Add(limit)
+	for _, n := range c.Nodes() {
+		for {
+			v, err := metricValue(ctx, hc, n.IP, "shoal_raft_applied_index")
+			if err == nil && v >= target {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s has not applied index %.0f after %v (applied %.0f, %v)", n.Name, target, limit, v, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	return nil
 }
 
 // raftTerm is the highest raft term any node reports in /metrics.
