@@ -126,21 +126,31 @@ func TestAtomicCommand(t *testing.T) {
 
 func TestListSortedAndNamespaced(t *testing.T) {
 	f, p := newTestFSM(t)
-	for _, n := range []string{"b/x", "a/y", "a/x", "c/z"} {
+	// "a-b" sorts after "a" as a namespace, though "a-b/…" < "a/…" as keys.
+	for _, n := range []string{"b/x", "a/y", "a-b/a", "a/x", "c/z"} {
 		ns, name, _ := strings.Cut(n, "/")
 		mustPropose(t, p, Create(cm(ns, name, nil)))
 	}
-	all, rev := f.Store().List("configmaps", "")
-	var got []string
-	for _, o := range all {
-		got = append(got, o.GetNamespace()+"/"+o.GetName())
+	names := func(objs []Object) string {
+		var got []string
+		for _, o := range objs {
+			got = append(got, o.GetNamespace()+"/"+o.GetName())
+		}
+		return strings.Join(got, ",")
 	}
-	if strings.Join(got, ",") != "a/x,a/y,b/x,c/z" || rev != 4 {
-		t.Fatalf("list = %v rev %d", got, rev)
+	const want = "a/x,a/y,a-b/a,b/x,c/z"
+	all, rev := f.Store().List("configmaps", "")
+	if names(all) != want || rev != 5 {
+		t.Fatalf("list = %v rev %d, want %s rev 5", names(all), rev, want)
+	}
+	objs, rev, w := f.Store().ListAndWatch(WatchOptions{Resource: "configmaps"})
+	w.Stop()
+	if names(objs) != want || rev != 5 {
+		t.Fatalf("ListAndWatch = %v rev %d, want %s rev 5", names(objs), rev, want)
 	}
 	ns, _ := f.Store().List("configmaps", "a")
-	if len(ns) != 2 {
-		t.Fatalf("namespace list = %d", len(ns))
+	if names(ns) != "a/x,a/y" {
+		t.Fatalf("namespace list = %s", names(ns))
 	}
 }
 

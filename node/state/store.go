@@ -19,7 +19,8 @@ import (
 	"context"
 	"errors"
 	"runtime"
-	"sort"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -88,29 +89,47 @@ func (s *Store) Get(resource, namespace, name string) (Object, bool) {
 // namespace and name, and the revision the list is consistent with.
 func (s *Store) List(resource, namespace string) ([]Object, uint64) {
 	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.listLocked(resource, namespace, nil), s.rev
+	out, rev := s.collectLocked(resource, namespace), s.rev
+	s.mu.RUnlock()
+	sortObjects(out)
+	return out, rev
 }
 
-func (s *Store) listLocked(resource, namespace string, match func(Object) bool) []Object {
+// collectLocked returns the objects of resource in namespace, unordered.
+func (s *Store) collectLocked(resource, namespace string) []Object {
 	m := s.objs[resource]
 	out := make([]Object, 0, len(m))
 	for _, o := range m {
 		if namespace != "" && o.GetNamespace() != namespace {
 			continue
 		}
-		if match != nil && !match(o) {
-			continue
-		}
 		out = append(out, o)
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].GetNamespace() != out[j].GetNamespace() {
-			return out[i].GetNamespace() < out[j].GetNamespace()
-		}
-		return out[i].GetName() < out[j].GetName()
-	})
 	return out
+}
+
+// sortObjects orders objs by namespace and name. It runs outside the
+// store's lock, which the FSM needs to apply: sorting a few hundred thousand
+// objects takes a good part of a second, and a new leader's controllers
+// list every kind at once.
+func sortObjects(objs []Object) {
+	type keyed struct {
+		ns, name string
+		o        Object
+	}
+	ks := make([]keyed, len(objs))
+	for i, o := range objs {
+		ks[i] = keyed{o.GetNamespace(), o.GetName(), o}
+	}
+	slices.SortFunc(ks, func(a, b keyed) int {
+		if c := strings.Compare(a.ns, b.ns); c != 0 {
+			return c
+		}
+		return strings.Compare(a.name, b.name)
+	})
+	for i := range ks {
+		objs[i] = ks[i].o
+	}
 }
 
 // Count returns how many objects of resource are stored.
@@ -459,11 +478,12 @@ func countMatching(w *Watcher, evs []Event) int {
 // every later event and only those, atomically.
 func (s *Store) ListAndWatch(opts WatchOptions) ([]Object, uint64, *Watcher) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	opts.SinceRV = 0
-	objs := s.listLocked(opts.Resource, opts.Namespace, nil)
+	objs, rev := s.collectLocked(opts.Resource, opts.Namespace), s.rev
 	w, _ := s.watchLocked(opts) // cannot fail with SinceRV 0
-	return objs, s.rev, w
+	s.mu.Unlock()
+	sortObjects(objs)
+	return objs, rev, w
 }
 
 // publishLocked records events in history and hands them to watchers.
