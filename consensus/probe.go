@@ -94,7 +94,7 @@ func (n *Node) watchLeader() {
 				continue
 			}
 		}
-		n.logger.Info("leader's raft port refuses connections; starting an election", "leader", leader.ID, "address", leader.Address)
+		n.logger.Warn("leader's raft port refuses connections; starting an election", "leader", leader.ID, "address", leader.Address)
 		if err := n.campaign(); err != nil {
 			n.logger.Warn("could not start an election", "error", err)
 			continue
