@@ -18,6 +18,7 @@ import (
 type procStat struct {
 	state     byte   // R, S, D, T, t, Z, X, …
 	ppid      int    // parent PID
+	threads   int    // threads in the process, num_threads
 	startTime uint64 // clock ticks after boot; stable across exec
 }
 
@@ -41,11 +42,15 @@ func readStat(pid int) (procStat, error) {
 	if err != nil {
 		return procStat{}, fmt.Errorf("/proc/%d/stat: ppid: %w", pid, err)
 	}
+	threads, err := strconv.Atoi(f[17])
+	if err != nil {
+		return procStat{}, fmt.Errorf("/proc/%d/stat: num_threads: %w", pid, err)
+	}
 	st, err := strconv.ParseUint(f[19], 10, 64)
 	if err != nil {
 		return procStat{}, fmt.Errorf("/proc/%d/stat: starttime: %w", pid, err)
 	}
-	return procStat{state: f[0][0], ppid: ppid, startTime: st}, nil
+	return procStat{state: f[0][0], ppid: ppid, threads: threads, startTime: st}, nil
 }
 
 // Process states reported by ProcessState.
@@ -56,7 +61,8 @@ const (
 )
 
 // procState tells whether the process recorded as (pid, startTime) is still
-// the one we started, and whether it is stopped. A zombie counts as exited.
+// the one we started, and whether it is stopped. A zombie counts as exited
+// once its other threads are gone too (see stateOf).
 func procState(pid int, startTime uint64) string {
 	if pid <= 0 {
 		return ProcExited
@@ -65,8 +71,21 @@ func procState(pid int, startTime uint64) string {
 	if err != nil || st.startTime != startTime {
 		return ProcExited
 	}
+	return stateOf(st)
+}
+
+// stateOf maps a process's stat to running, stopped or exited. After kill
+// -9 the main thread turns zombie at once, while the process's other threads
+// still exit; the last of them frees the memory and only then closes the
+// files. For an agent holding a large store that takes a few hundred ms, and
+// a restart in between found its data dir still locked. So a zombie whose
+// other threads still run is still running.
+func stateOf(st procStat) string {
 	switch st.state {
 	case 'Z', 'X', 'x':
+		if st.threads > 1 {
+			return ProcRunning
+		}
 		return ProcExited
 	case 'T', 't':
 		return ProcStopped
