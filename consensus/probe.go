@@ -32,9 +32,9 @@ import (
 // candidates whose log is up to date); the probe only decides when.
 //
 // To avoid split votes, only the first of the remaining voters (by ID)
-// starts at once; the n-th waits n × probeRankDelay and starts only if no
-// other voter has campaigned meanwhile (the term is unchanged): the first may
-// be down too, or behind in its log and refused.
+// starts at once; the n-th waits n × probeRankDelay and starts if no new
+// leader appeared meanwhile: the first may be down too, or behind in its log
+// and refused (see awaitBetterRanked).
 const (
 	probeTick      = 20 * time.Millisecond
 	probeDial      = 100 * time.Millisecond
@@ -82,17 +82,8 @@ func (n *Node) watchLeader() {
 			continue
 		}
 		quietUntil = time.Now().Add(probeBackoff)
-		if rank > 0 {
-			select {
-			case <-n.ctx.Done():
-				return
-			case <-time.After(time.Duration(rank) * probeRankDelay):
-			}
-			// A vote request raised the term: another voter campaigns
-			// already (its first heartbeat may not be here yet).
-			if again, _, ok := n.leaderSilent(); !ok || again.ID != leader.ID || n.raft.CurrentTerm() != term {
-				continue
-			}
+		if rank > 0 && !n.awaitBetterRanked(leader.ID, term, rank) {
+			continue
 		}
 		n.logger.Warn("leader's raft port refuses connections; starting an election", "leader", leader.ID, "address", leader.Address)
 		if err := n.campaign(); err != nil {
@@ -100,6 +91,33 @@ func (n *Node) watchLeader() {
 			continue
 		}
 		n.probeElections.Add(1)
+	}
+}
+
+// awaitBetterRanked gives the voters ranked before this one their turn
+// (rank × probeRankDelay) and reports whether this one should campaign now:
+// no new leader appeared. A vote request that raised the term means another
+// voter campaigns; its first heartbeat comes within milliseconds if it won,
+// so after one more delay without a leader this voter campaigns too: the
+// other may have been refused, its log behind the rest.
+func (n *Node) awaitBetterRanked(dead raft.ServerID, term uint64, rank int) bool {
+	wait := time.Duration(rank) * probeRankDelay
+	for extra := false; ; extra = true {
+		select {
+		case <-n.ctx.Done():
+			return false
+		case <-time.After(wait):
+		}
+		if n.raft.State() != raft.Follower {
+			return false // raft's own timeout made it a candidate, or it won
+		}
+		if _, id := n.raft.LeaderWithID(); id != "" && id != dead {
+			return false
+		}
+		if n.raft.CurrentTerm() == term || extra {
+			return true
+		}
+		wait = probeRankDelay
 	}
 }
 

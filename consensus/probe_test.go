@@ -41,6 +41,8 @@ func TestLeaderProbe(t *testing.T) {
 	nodes := newCluster(t, 3, slowTimeouts)
 	leader := waitLeader(t, nodes...)
 	mustPropose(t, leader, "before")
+	// Both followers hold the whole log: the first in rank can win alone.
+	waitConverged(t, leader.fsm.snapshotRecords(), nodes...)
 	survivors := followersOf(leader, nodes)
 	for _, n := range survivors {
 		if got := n.Stats().ProbeElections; got != 0 {
@@ -72,6 +74,8 @@ func TestLeaderProbe(t *testing.T) {
 func TestLeaderProbeRanks(t *testing.T) {
 	nodes := newCluster(t, 5, slowTimeouts)
 	leader := waitLeader(t, nodes...)
+	mustPropose(t, leader, "before")
+	waitConverged(t, leader.fsm.snapshotRecords(), nodes...)
 	rest := followersOf(leader, nodes)
 	slices.SortFunc(rest, func(a, b *testNode) int { return strings.Compare(a.id, b.id) })
 	first, survivors := rest[0], rest[1:]
@@ -108,6 +112,7 @@ func TestLeaderProbeDyingListener(t *testing.T) {
 	nodes := newCluster(t, 3, slowTimeouts)
 	leader := waitLeader(t, nodes...)
 	mustPropose(t, leader, "before")
+	waitConverged(t, leader.fsm.snapshotRecords(), nodes...)
 	survivors := followersOf(leader, nodes)
 	addr := leader.Addr()
 	if err := leader.Shutdown(); err != nil {
