@@ -33,16 +33,24 @@ func slowTimeouts(c *Config) {
 	c.LeaderLeaseTimeout = 1500 * time.Millisecond
 }
 
+// probeCluster starts size nodes with slowTimeouts and commits one entry
+// that every follower then holds: the first in rank can win an election
+// alone, so the outcome a test asserts is determined.
+func probeCluster(t *testing.T, size int) (nodes []*testNode, leader *testNode) {
+	t.Helper()
+	nodes = newCluster(t, size, slowTimeouts)
+	leader = waitLeader(t, nodes...)
+	mustPropose(t, leader, "before")
+	waitConverged(t, leader.fsm.snapshotRecords(), nodes...)
+	return nodes, leader
+}
+
 // TestLeaderProbe stops the leader of three nodes whose raft timeouts are
 // long (1.5 s): the survivors' probe finds its port closed and one of them
 // campaigns at once, through raft's leadership-transfer path, which the
 // other honours although it still knows the old leader.
 func TestLeaderProbe(t *testing.T) {
-	nodes := newCluster(t, 3, slowTimeouts)
-	leader := waitLeader(t, nodes...)
-	mustPropose(t, leader, "before")
-	// Both followers hold the whole log: the first in rank can win alone.
-	waitConverged(t, leader.fsm.snapshotRecords(), nodes...)
+	nodes, leader := probeCluster(t, 3)
 	survivors := followersOf(leader, nodes)
 	for _, n := range survivors {
 		if got := n.Stats().ProbeElections; got != 0 {
@@ -72,10 +80,7 @@ func TestLeaderProbe(t *testing.T) {
 // voter ranked first to replace it: the next in rank campaigns after its
 // delay, and the others stay out of its way.
 func TestLeaderProbeRanks(t *testing.T) {
-	nodes := newCluster(t, 5, slowTimeouts)
-	leader := waitLeader(t, nodes...)
-	mustPropose(t, leader, "before")
-	waitConverged(t, leader.fsm.snapshotRecords(), nodes...)
+	nodes, leader := probeCluster(t, 5)
 	rest := followersOf(leader, nodes)
 	slices.SortFunc(rest, func(a, b *testNode) int { return strings.Compare(a.id, b.id) })
 	first, survivors := rest[0], rest[1:]
@@ -109,10 +114,7 @@ func TestLeaderProbeRanks(t *testing.T) {
 // after the port starts refusing, instead of backing off until raft's own
 // timeouts elect someone.
 func TestLeaderProbeDyingListener(t *testing.T) {
-	nodes := newCluster(t, 3, slowTimeouts)
-	leader := waitLeader(t, nodes...)
-	mustPropose(t, leader, "before")
-	waitConverged(t, leader.fsm.snapshotRecords(), nodes...)
+	nodes, leader := probeCluster(t, 3)
 	survivors := followersOf(leader, nodes)
 	addr := leader.Addr()
 	if err := leader.Shutdown(); err != nil {
