@@ -2,6 +2,7 @@ package gc
 
 import (
 	"context"
+	"fmt"
 	"sort"
 	"sync"
 	"testing"
@@ -448,5 +449,75 @@ func TestItemKeys(t *testing.T) {
 		if !ok || res != c.res || ns != c.ns || name != c.name {
 			t.Errorf("round trip of %v = %q %q %q %v", c, res, ns, name, ok)
 		}
+	}
+}
+
+func TestGraphIndex(t *testing.T) {
+	g := graph{items: map[string]item{}, byUID: map[types.UID]string{}, deps: map[types.UID]map[string]struct{}{}}
+	keyOf := func(uid types.UID) string { k, _ := g.keyOf(uid); return k }
+
+	g.set("cm/ns/a", "u1", nil, "")
+	g.set("pods/ns/b", "u2", []types.UID{"u1"}, "")
+	if keyOf("u1") != "cm/ns/a" || keyOf("u2") != "pods/ns/b" {
+		t.Fatalf("byUID = %v", g.byUID)
+	}
+	if _, ok := g.items["cm/ns/a"]; ok || len(g.items) != 1 {
+		t.Errorf("items = %v, want only the owned object", g.items)
+	}
+	if d := g.dependents("u1"); len(d) != 1 || d[0] != "pods/ns/b" {
+		t.Errorf("dependents(u1) = %v", d)
+	}
+
+	// An ownerless object is removed by its UID.
+	if it, ok := g.remove("cm/ns/a", "u1"); !ok || it.uid != "u1" || len(it.owners) != 0 {
+		t.Errorf("remove(a) = %v, %v", it, ok)
+	}
+	if _, ok := g.remove("cm/ns/a", "u1"); ok {
+		t.Error("removed twice")
+	}
+	// An owned one by its key alone; its owners come back.
+	if it, ok := g.remove("pods/ns/b", ""); !ok || it.uid != "u2" || len(it.owners) != 1 {
+		t.Errorf("remove(b) = %v, %v", it, ok)
+	}
+	if len(g.byUID) != 0 || len(g.items) != 0 || len(g.deps) != 0 {
+		t.Errorf("index not empty: %v %v %v", g.byUID, g.items, g.deps)
+	}
+
+	// Dropping the owners of an object drops its item and its dependency.
+	g.set("pods/ns/c", "u3", []types.UID{"u9"}, "")
+	g.set("pods/ns/c", "u3", nil, "u3")
+	if len(g.items) != 0 || len(g.deps) != 0 || keyOf("u3") != "pods/ns/c" {
+		t.Errorf("after dropping owners: %v %v %v", g.byUID, g.items, g.deps)
+	}
+
+	// A name recreated unseen (a relist adds it without its previous
+	// version): both UIDs are indexed until the relist forgets the old one.
+	g.set("cm/ns/d", "u4", nil, "")
+	g.set("cm/ns/d", "u5", nil, "")
+	if got := g.indexed("cm"); len(got) != 2 || got["u4"] != "cm/ns/d" || got["u5"] != "cm/ns/d" {
+		t.Errorf("indexed(cm) = %v", got)
+	}
+	if _, ok := g.remove("cm/ns/d", "u4"); !ok {
+		t.Error("stale UID not removed")
+	}
+	if keyOf("u4") != "" || keyOf("u5") != "cm/ns/d" {
+		t.Errorf("after forgetting the stale UID: %v", g.byUID)
+	}
+}
+
+// BenchmarkGraphSetOwnerless is the index's cost for an object that owns
+// nothing and is owned by nothing (a ConfigMap create).
+func BenchmarkGraphSetOwnerless(b *testing.B) {
+	g := graph{items: map[string]item{}, byUID: map[types.UID]string{}, deps: map[types.UID]map[string]struct{}{}}
+	keys := make([]string, b.N)
+	uids := make([]types.UID, b.N)
+	for i := range keys {
+		keys[i] = itemKey("configmaps", "default", fmt.Sprintf("cm-%d", i))
+		uids[i] = types.UID(fmt.Sprintf("00000000-0000-0000-0000-%012d", i))
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		g.set(keys[i], uids[i], nil, "")
 	}
 }
