@@ -175,33 +175,74 @@ const (
 
 // EncodeOps encodes ops as one log command. Objects of sealed kinds are
 // encrypted with s, which may be nil only if no op needs it.
+//
+// The command is sized first and written into one allocation; objects that
+// are not sealed are marshalled straight into it.
 func EncodeOps(ops []Op, s Sealer) ([]byte, error) {
-	b := make([]byte, 0, 256)
-	b = append(b, cmdOps)
-	b = binary.AppendUvarint(b, uint64(len(ops)))
+	type encodedObj struct {
+		sized sizedMarshaler // marshalled in place, size bytes
+		size  int
+		raw   []byte // or already encoded (sealed kinds)
+	}
+	var small [4]encodedObj
+	objs := small[:0]
+	if len(ops) > len(small) {
+		objs = make([]encodedObj, 0, len(ops))
+	}
+	objs = objs[:len(ops)]
+	size := 1 + binary.MaxVarintLen64
 	for i := range ops {
 		op := &ops[i]
-		var obj []byte
 		if op.Object != nil {
 			k, ok := KindFor(op.Resource)
 			if !ok {
 				return nil, fmt.Errorf("unknown resource %q", op.Resource)
 			}
-			var err error
-			if obj, err = marshalObject(k, op.Object, s); err != nil {
-				return nil, err
+			if sm, ok := op.Object.(sizedMarshaler); ok && !k.Sealed {
+				objs[i] = encodedObj{sized: sm, size: sm.Size()}
+			} else {
+				raw, err := marshalObject(k, op.Object, s)
+				if err != nil {
+					return nil, err
+				}
+				objs[i] = encodedObj{raw: raw, size: len(raw)}
 			}
 		}
+		size += 1 + 10*binary.MaxVarintLen64 + len(op.Resource) + len(op.Namespace) + len(op.Name) + len(op.Key) +
+			len(op.ExpectUID) + len(op.Secret) + objs[i].size + len(op.Value)
+	}
+	b := make([]byte, 0, size)
+	b = append(b, cmdOps)
+	b = binary.AppendUvarint(b, uint64(len(ops)))
+	for i := range ops {
+		op := &ops[i]
 		b = append(b, byte(op.Type))
 		for _, str := range [...]string{op.Resource, op.Namespace, op.Name, op.Key, op.ExpectUID, op.Secret} {
-			b = appendBytes(b, []byte(str))
+			b = binary.AppendUvarint(b, uint64(len(str)))
+			b = append(b, str...)
 		}
 		b = binary.AppendUvarint(b, op.ExpectRV)
 		b = binary.AppendVarint(b, op.Time)
-		b = appendBytes(b, obj)
+		if o := objs[i]; o.sized != nil {
+			b = binary.AppendUvarint(b, uint64(o.size))
+			n, err := o.sized.MarshalToSizedBuffer(b[len(b) : len(b)+o.size])
+			if err != nil || n != o.size {
+				return nil, fmt.Errorf("encoding %s %s/%s: %d of %d bytes: %v", op.Resource, op.Namespace, op.Name, n, o.size, err)
+			}
+			b = b[:len(b)+o.size]
+		} else {
+			b = appendBytes(b, o.raw)
+		}
 		b = appendBytes(b, op.Value)
 	}
 	return b, nil
+}
+
+// sizedMarshaler is the generated protobuf code of the API types: an
+// object's size and its encoding into a buffer of exactly that size.
+type sizedMarshaler interface {
+	Size() int
+	MarshalToSizedBuffer([]byte) (int, error)
 }
 
 // decodedOp is an op as the FSM sees it: the object still encoded.
