@@ -237,7 +237,7 @@ func run(bin string, dur time.Duration, kills int, idle time.Duration, pods, sch
 	}
 
 	termAfter := raftTerm(ctx, hc, c)
-	add("raft elections during the write runs", fmt.Sprintf("%d (term %d → %d)", termAfter-termBefore, termBefore, termAfter), "0: no spurious elections")
+	add("raft elections during the write runs", electionsResult(c, "the write runs", termBefore, termAfter), "0: no spurious elections")
 
 	var failover []time.Duration
 	for i := 0; i < kills; i++ {
@@ -646,6 +646,48 @@ func metricValue(ctx context.Context, hc *http.Client, ip, name string) (float64
 		}
 	}
 	return 0, fmt.Errorf("no %s in the metrics of %s", name, ip)
+}
+
+// electionsResult reports the elections between two raft terms. When there
+// were some, it keeps what the agents logged about leadership in a file of
+// its own and names it: the bench removes the cluster's directory, and with
+// it the only record of why.
+func electionsResult(c *localcluster.Cluster, stage string, before, after int64) string {
+	res := fmt.Sprintf("%d (term %d → %d)", after-before, before, after)
+	if after == before {
+		return res
+	}
+	f, err := os.CreateTemp("", "shoal-bench-elections-*.log")
+	if err != nil {
+		return res
+	}
+	defer f.Close()
+	fmt.Fprintf(f, "raft elections during %s: term %d → %d\n", stage, before, after)
+	for _, n := range c.Nodes() {
+		b, err := os.ReadFile(n.LogPath)
+		if err != nil {
+			fmt.Fprintf(f, "%s: %v\n", n.Name, err)
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if leadershipLine(l) {
+				fmt.Fprintf(f, "%s: %s\n", n.Name, l)
+			}
+		}
+	}
+	return res + "; agents' leadership log lines kept in " + f.Name()
+}
+
+// leadershipLine reports whether an agent log line is about raft
+// leadership: elections, votes, heartbeats, step-downs, the leader probe.
+func leadershipLine(l string) bool {
+	l = strings.ToLower(l)
+	for _, w := range []string{"election", "candidate", "vote", "leader", "heartbeat", "stepping down", "quorum", "probe"} {
+		if strings.Contains(l, w) {
+			return true
+		}
+	}
+	return false
 }
 
 func raftTerm(ctx context.Context, hc *http.Client, c *localcluster.Cluster) int64 {

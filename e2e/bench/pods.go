@@ -400,7 +400,7 @@ func (b *podBench) run(ctx context.Context, t *table) error {
 	t.add(fmt.Sprintf("per-pod processes on %s with %d pods (Pss)", timedNode, rssPods),
 		fmt.Sprintf("%d shims %s; %d container-loggers %s", shims, mib(shimPss), loggers, mib(loggerPss)), "outside the agent's RSS")
 	termAfter := raftTerm(ctx, hc, c)
-	t.add("raft elections during the pod benchmarks", fmt.Sprintf("%d (term %d → %d)", termAfter-termBefore, termBefore, termAfter), "0: pod bursts starve no heartbeat")
+	t.add("raft elections during the pod benchmarks", electionsResult(c, "the pod benchmarks", termBefore, termAfter), "0: pod bursts starve no heartbeat")
 	return nil
 }
 
