@@ -73,6 +73,7 @@ bench: deps build bin/coredns
 	$(GO) test -run='^$$' -bench=. -benchtime=1s ./dns/
 	$(GO) test -run='^$$' -bench=. -benchtime=3x ./netproxy/ ./node/controller/endpoints/
 	$(GO) test -run='^$$' -bench=. -benchtime=8x ./node/container/logfile/
+	$(GO) test -run='^$$' -bench=. -benchtime=300000x ./node/controller/gc/
 	PATH="$(CURDIR)/bin:$$PATH" $(GO) run ./e2e/bench -shoal $(BIN)
 
 demo: deps build
