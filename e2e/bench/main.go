@@ -182,16 +182,19 @@ func run(bin string, dur time.Duration, kills int, idle time.Duration, pods, sch
 	add("idle RSS, leader agent", rssSplit(ln.PID), "≤ 64 MiB")
 	add("idle disk writes, leader agent", fmt.Sprintf("%.1f MiB/hour", float64(w1-w0)/idle.Hours()/(1<<20)), "")
 
+	// The nodes the write runs go through, in the order they run.
+	var targets []struct{ role, ip string }
+	for _, via := range [...]struct{ role, name string }{{"leader", leader}, {"follower", follower}} {
+		n, _ := c.Node(via.name)
+		targets = append(targets, struct{ role, ip string }{via.role, n.IP})
+	}
+
 	termBefore := raftTerm(ctx, hc, c)
-	for _, via := range []string{leader, follower} {
-		n, _ := c.Node(via)
-		role := "leader"
-		if via == follower {
-			role = "follower"
-		}
+	for _, tg := range targets {
+		role := tg.role
 		for _, clients := range []int{1, 16, 100} {
 			settle(fmt.Sprintf("writes via %s, %d clients", role, clients))
-			res, err := writeLoad(ctx, hc, n.IP, fmt.Sprintf("b-%s-%d", role, clients), clients, dur)
+			res, err := writeLoad(ctx, hc, tg.ip, fmt.Sprintf("b-%s-%d", role, clients), clients, dur)
 			if err != nil {
 				return err
 			}
@@ -220,14 +223,10 @@ func run(bin string, dur time.Duration, kills int, idle time.Duration, pods, sch
 		{goHTTP2, "b-goh2", "Go's HTTP/2 client as client-go uses it"},
 		{http1, "b-h1", "HTTP/1.1 (a connection each)"},
 	} {
-		for _, via := range []string{leader, follower} {
-			n, _ := c.Node(via)
-			role := "leader"
-			if via == follower {
-				role = "follower"
-			}
+		for _, tg := range targets {
+			role := tg.role
 			settle(fmt.Sprintf("writes via %s, 100 clients, %s", role, other.what))
-			res, err := writeLoadWith(ctx, hc, n.IP, other.prefix+"-"+role, 100, dur, other.kind)
+			res, err := writeLoadWith(ctx, hc, tg.ip, other.prefix+"-"+role, 100, dur, other.kind)
 			if err != nil {
 				return err
 			}

@@ -362,7 +362,7 @@ func (sn *snapshot) write(w io.Writer) error {
 		if !ok {
 			continue
 		}
-		b = appendBytes(b, []byte(res))
+		b = appendBytes(b, res)
 		b = binary.AppendUvarint(b, uint64(len(objs)))
 		for _, o := range objs {
 			raw, err := marshalObject(k, o, sn.sealer)
@@ -377,10 +377,10 @@ func (sn *snapshot) write(w io.Writer) error {
 			}
 		}
 	}
-	b = appendBytes(b, nil)
+	b = appendBytes(b, "") // the end of the kinds
 	b = binary.AppendUvarint(b, uint64(len(sn.kv)))
 	for k, v := range sn.kv {
-		b = appendBytes(b, []byte(k))
+		b = appendBytes(b, k)
 		b = appendBytes(b, v)
 		if len(b) > 1<<15 {
 			if err := flush(); err != nil {

@@ -184,10 +184,10 @@ func EncodeOps(ops []Op, s Sealer) ([]byte, error) {
 		size  int
 		raw   []byte // or already encoded (sealed kinds)
 	}
-	var small [4]encodedObj
-	objs := small[:0]
+	var small [4]encodedObj // no allocation for the usual one or two ops
+	objs := small[:]
 	if len(ops) > len(small) {
-		objs = make([]encodedObj, 0, len(ops))
+		objs = make([]encodedObj, len(ops))
 	}
 	objs = objs[:len(ops)]
 	size := 1 + binary.MaxVarintLen64
@@ -218,8 +218,7 @@ func EncodeOps(ops []Op, s Sealer) ([]byte, error) {
 		op := &ops[i]
 		b = append(b, byte(op.Type))
 		for _, str := range [...]string{op.Resource, op.Namespace, op.Name, op.Key, op.ExpectUID, op.Secret} {
-			b = binary.AppendUvarint(b, uint64(len(str)))
-			b = append(b, str...)
+			b = appendBytes(b, str)
 		}
 		b = binary.AppendUvarint(b, op.ExpectRV)
 		b = binary.AppendVarint(b, op.Time)
@@ -288,7 +287,7 @@ func encodeResults(rs []Result) []byte {
 	for _, r := range rs {
 		b = append(b, byte(r.Code))
 		b = binary.AppendUvarint(b, r.RV)
-		b = appendBytes(b, []byte(r.Message))
+		b = appendBytes(b, r.Message)
 	}
 	return b
 }
@@ -314,7 +313,8 @@ func DecodeResults(b []byte) ([]Result, error) {
 	return rs, nil
 }
 
-func appendBytes(b, v []byte) []byte {
+// appendBytes appends v with its uvarint length before it.
+func appendBytes[T string | []byte](b []byte, v T) []byte {
 	b = binary.AppendUvarint(b, uint64(len(v)))
 	return append(b, v...)
 }
