@@ -27,6 +27,13 @@ const (
 	DefaultVoters     = 3
 	// DefaultPodCIDR is split into one /24 per node.
 	DefaultPodCIDR = "10.42.0.0/16"
+	// DefaultSysmonTimerSlack lets the runtime's monitor thread wake at
+	// most about once a millisecond while the agent alternates between
+	// idle and busy (see node/sysmon). A/B on fresh 3-node clusters,
+	// alternated, 100 clients through the leader: 15,114, 14,583 and
+	// 13,128 writes/s against 13,597, 12,835 and 11,921/s with the
+	// kernel's 50 µs; system time per write 30–32 µs against 38–40 µs.
+	DefaultSysmonTimerSlack = time.Millisecond
 )
 
 // Config configures a node. DefaultConfig is usable once DataDir and
@@ -64,6 +71,9 @@ type Config struct {
 	// HeartbeatTimeout is raft's failure detector (0 = the consensus
 	// default); election and lease timeouts follow it.
 	HeartbeatTimeout time.Duration
+	// SysmonTimerSlack is the timer slack of the Go runtime's monitor
+	// thread (see node/sysmon); 0 leaves the kernel's default.
+	SysmonTimerSlack time.Duration
 	// PodNetwork is how pods on different nodes reach each other:
 	// "host-gw" (routes via the node addresses; nodes on one L2) or
 	// "vxlan".
@@ -103,6 +113,7 @@ func DefaultConfig() Config {
 		PullFromRegistries:       true,
 		DefaultTolerationSeconds: 2,
 		ClusterDomain:            "cluster.local",
+		SysmonTimerSlack:         DefaultSysmonTimerSlack,
 	}
 }
 

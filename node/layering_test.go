@@ -25,6 +25,7 @@ func TestLayering(t *testing.T) {
 		{pkg: "netproxy"},
 		{pkg: "dns"},
 		{pkg: "node/podnet"},
+		{pkg: "node/sysmon", tests: true},
 		{pkg: "node/container/..."},
 		{pkg: "node/admission", allowed: []string{"node/state"}},
 		{pkg: "node/rbac", tests: true, allowed: []string{"node/state"}},

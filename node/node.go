@@ -30,6 +30,7 @@ import (
 	"github.com/shoal-dev/shoal/node/defaults"
 	"github.com/shoal-dev/shoal/node/pki"
 	"github.com/shoal-dev/shoal/node/state"
+	"github.com/shoal-dev/shoal/node/sysmon"
 )
 
 // Version is the Shoal version, set by the linker.
@@ -246,6 +247,13 @@ func (n *Node) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	n.metrics = newMetrics()
+	if d := n.cfg.SysmonTimerSlack; d > 0 {
+		if tid, err := sysmon.SetSlack(d); err != nil {
+			n.log.Info("runtime monitor keeps the kernel's timer slack", "thread", tid, "err", err)
+		} else {
+			n.log.Debug("runtime monitor timer slack set", "thread", tid, "slack", d)
+		}
+	}
 	defaults.DefaultTolerationSeconds = n.cfg.DefaultTolerationSeconds
 	n.store = state.NewStore(0)
 	n.fsm = state.NewFSM(n.store, sealer{n.keyring})

@@ -68,6 +68,8 @@ func newAgentCmd() *cobra.Command {
 	_ = f.MarkHidden("raft-commit-timeout")
 	f.DurationVar(&cfg.HeartbeatTimeout, "raft-heartbeat-timeout", 0, "raft failure detection timeout (0 = default 300ms)")
 	_ = f.MarkHidden("raft-heartbeat-timeout")
+	f.DurationVar(&cfg.SysmonTimerSlack, "sysmon-timer-slack", cfg.SysmonTimerSlack, "timer slack of the Go runtime's monitor thread (0 = the kernel's default, 50µs)")
+	_ = f.MarkHidden("sysmon-timer-slack")
 	_ = f.MarkHidden("raft-snapshot-threshold")
 	_ = f.MarkHidden("raft-snapshot-interval")
 	_ = cmd.MarkFlagRequired("advertise-addr")
