@@ -136,6 +136,7 @@ func (n *Node) handleImages(w http.ResponseWriter, r *http.Request) {
 	var err error
 	switch r.Method {
 	case http.MethodPost:
+		start := time.Now()
 		imgs, err = n.runtime.ImportImage(r.Context(), io.LimitReader(r.Body, maxImageArchive))
 		// The importer stops at the archive's end; the rest of the body (a
 		// tar's zero padding) is read too, so that closing the connection
@@ -143,10 +144,20 @@ func (n *Node) handleImages(w http.ResponseWriter, r *http.Request) {
 		// the answer.
 		_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 1<<20))
 		if err == nil {
-			n.log.Info("imported images", "count", len(imgs))
+			n.log.Info("imported images", "count", len(imgs), "took", time.Since(start).Round(time.Millisecond))
+			regStart := time.Now()
 			if rerr := n.registerNode(r.Context()); rerr != nil {
 				n.log.Warn("updating Node images", "err", rerr)
+			} else if d := time.Since(regStart); d > time.Second {
+				n.log.Warn("updating Node images was slow", "took", d.Round(time.Millisecond))
 			}
+			// A client once waited ~15 s after the import and then saw its
+			// connection reset: record whether the answer left this node.
+			defer func() {
+				if ferr := http.NewResponseController(w).Flush(); ferr != nil {
+					n.log.Warn("answering an image import", "err", ferr, "since", time.Since(start).Round(time.Millisecond))
+				}
+			}()
 		}
 	case http.MethodGet:
 		imgs, err = n.runtime.ListImages(r.Context())
