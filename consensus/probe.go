@@ -32,12 +32,14 @@ import (
 // candidates whose log is up to date); the probe only decides when.
 //
 // To avoid split votes, only the first of the remaining voters (by ID)
-// starts at once; the n-th waits n × probeRankDelay and starts if no new
+// starts at once; the n-th waits n × the rank delay and starts if no new
 // leader appeared meanwhile: the first may be down too, or behind in its log
 // and refused (see awaitBetterRanked).
 const (
-	probeTick      = 20 * time.Millisecond
-	probeDial      = 100 * time.Millisecond
+	probeTick = 20 * time.Millisecond
+	probeDial = 100 * time.Millisecond
+	// probeRankDelay is the least time between the campaigns of two
+	// consecutive ranks (see Config.probeRankDelay).
 	probeRankDelay = 100 * time.Millisecond
 	// probeBackoff is how long a follower waits before it probes again
 	// after it started an election.
@@ -56,6 +58,18 @@ const (
 // before it probes: several heartbeat intervals (raft sends one every tenth
 // of the heartbeat timeout).
 func (c Config) probeSilence() time.Duration { return c.HeartbeatTimeout / 4 }
+
+// probeRankDelay is how long each rank waits after the one before it. The
+// voters notice the silence at different times: raft sends each follower
+// its heartbeats on a timer of its own (every tenth to fifth of the
+// heartbeat timeout), so their last contacts differ by up to a fifth of it,
+// and each probes on its own tick. A delay shorter than that spread let a
+// later rank campaign before an earlier one noticed anything, and their
+// votes split (seen with 1.5 s timeouts: two campaigns 7 ms apart, a third
+// voter elected 300 ms later). With the default timeouts it stays 100 ms.
+func (c Config) probeRankDelay() time.Duration {
+	return max(probeRankDelay, c.HeartbeatTimeout/5+2*probeTick)
+}
 
 // watchLeader runs the leader probe until the node shuts down.
 func (n *Node) watchLeader() {
@@ -95,13 +109,14 @@ func (n *Node) watchLeader() {
 }
 
 // awaitBetterRanked gives the voters ranked before this one their turn
-// (rank × probeRankDelay) and reports whether this one should campaign now:
+// (rank × the rank delay) and reports whether this one should campaign now:
 // no new leader appeared. A vote request that raised the term means another
 // voter campaigns; its first heartbeat comes within milliseconds if it won,
 // so after one more delay without a leader this voter campaigns too: the
 // other may have been refused, its log behind the rest.
 func (n *Node) awaitBetterRanked(dead raft.ServerID, term uint64, rank int) bool {
-	wait := time.Duration(rank) * probeRankDelay
+	delay := n.cfg.probeRankDelay()
+	wait := time.Duration(rank) * delay
 	for extra := false; ; extra = true {
 		select {
 		case <-n.ctx.Done():
@@ -117,7 +132,7 @@ func (n *Node) awaitBetterRanked(dead raft.ServerID, term uint64, rank int) bool
 		if n.raft.CurrentTerm() == term || extra {
 			return true
 		}
-		wait = probeRankDelay
+		wait = delay
 	}
 }
 

@@ -147,3 +147,22 @@ func TestLeaderProbeDyingListener(t *testing.T) {
 	}
 	mustPropose(t, next, "after")
 }
+
+// TestProbeRankDelay: the ranks stay further apart than the spread of the
+// voters' last contacts (heartbeats every tenth to fifth of the heartbeat
+// timeout), and 100 ms apart at the default timeouts.
+func TestProbeRankDelay(t *testing.T) {
+	for _, tc := range []struct{ heartbeat, want time.Duration }{
+		{DefaultConfig().HeartbeatTimeout, 100 * time.Millisecond},
+		{300 * time.Millisecond, 100 * time.Millisecond},
+		{1500 * time.Millisecond, 340 * time.Millisecond},
+	} {
+		c := Config{HeartbeatTimeout: tc.heartbeat}
+		if got := c.probeRankDelay(); got != tc.want {
+			t.Errorf("heartbeat timeout %v: rank delay %v, want %v", tc.heartbeat, got, tc.want)
+		}
+		if got := c.probeRankDelay(); got <= tc.heartbeat/5 {
+			t.Errorf("heartbeat timeout %v: rank delay %v within the heartbeat spread %v", tc.heartbeat, got, tc.heartbeat/5)
+		}
+	}
+}
