@@ -83,7 +83,9 @@
 //     service-ips), not by a rule per service chain; Local ext chains clear
 //     the bit again. Hairpin traffic (a pod reaching itself through its
 //     service) is masqueraded through ONE set "hairpin" of EP . EP pairs
-//     (base table).
+//     (base table), for DNATed connections only (`ct status dnat`): a
+//     node's connection to its own address that conntrack first saw
+//     mid-stream must keep its ports.
 //     The bridge port of such a pod needs hairpin mode (kubelet sets it)
 //     when br_netfilter bridges the DNAT'ed packet back to it.
 //   - Services without endpoints are rejected at once (TCP reset, ICMP port

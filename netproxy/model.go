@@ -15,6 +15,10 @@ import (
 // (kube-proxy's value).
 const masqMark = 0x4000
 
+// ctStatusDstNAT is conntrack's IPS_DST_NAT status bit (`ct status dnat`):
+// the connection's destination was translated.
+const ctStatusDstNAT = 1 << 5
+
 // ipPortKey is an element key of service-ips and no-endpoint-services.
 type ipPortKey struct {
 	IP    netip.Addr

@@ -143,9 +143,22 @@ func (s *schema) baseSkeleton(t *txn) error {
 	post := baseChain(s.base, chainNatPostrouting, nftables.ChainTypeNAT, nftables.ChainHookPostrouting, 100)
 	b.AddChain(post)
 	add := func(e ...expr.Any) { b.AddRule(&nftables.Rule{Table: s.base, Chain: post, Exprs: e}) }
-	// ip saddr . ip daddr @hairpin masquerade fully-random
+	// ip saddr . ip daddr @hairpin ct status dnat masquerade fully-random
+	//
+	// Only connections a service rule DNATed: a node's own address is a
+	// hairpin pair too (the kubernetes service's endpoint on this node), and
+	// without the status test a connection from the node to itself that
+	// was open before these rules existed was masqueraded mid-stream when
+	// conntrack picked it up (its next packets came from a new port, and
+	// `shoal image import` to a node that had just started saw its
+	// connection reset).
 	add(loadSaddr(reg1), loadDaddr(reg32_1),
-		&expr.Lookup{SourceRegister: reg1, SetName: setHairpin}, &expr.Masq{FullyRandom: true})
+		&expr.Lookup{SourceRegister: reg1, SetName: setHairpin},
+		&expr.Ct{Register: reg1, Key: expr.CtKeySTATUS},
+		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(ctStatusDstNAT), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: reg1, Data: make([]byte, 4)},
+		&expr.Masq{FullyRandom: true})
 	// meta mark & 0x4000 == 0x4000 meta mark set meta mark ^ 0x4000 masquerade fully-random
 	add(&expr.Meta{Key: expr.MetaKeyMARK, Register: reg1},
 		&expr.Bitwise{SourceRegister: reg1, DestRegister: reg1, Len: 4,

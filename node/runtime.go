@@ -151,8 +151,8 @@ func (n *Node) handleImages(w http.ResponseWriter, r *http.Request) {
 			} else if d := time.Since(regStart); d > time.Second {
 				n.log.Warn("updating Node images was slow", "took", d.Round(time.Millisecond))
 			}
-			// A client once waited ~15 s after the import and then saw its
-			// connection reset: record whether the answer left this node.
+			// Record an answer that could not be sent: the import is done
+			// but the client will not know it.
 			defer func() {
 				if ferr := http.NewResponseController(w).Flush(); ferr != nil {
 					n.log.Warn("answering an image import", "err", ferr, "since", time.Since(start).Round(time.Millisecond))
