@@ -157,11 +157,11 @@ func TestProbeRankDelay(t *testing.T) {
 		{300 * time.Millisecond, 100 * time.Millisecond},
 		{1500 * time.Millisecond, 340 * time.Millisecond},
 	} {
-		c := Config{HeartbeatTimeout: tc.heartbeat}
-		if got := c.probeRankDelay(); got != tc.want {
+		got := Config{HeartbeatTimeout: tc.heartbeat}.probeRankDelay()
+		if got != tc.want {
 			t.Errorf("heartbeat timeout %v: rank delay %v, want %v", tc.heartbeat, got, tc.want)
 		}
-		if got := c.probeRankDelay(); got <= tc.heartbeat/5 {
+		if got <= tc.heartbeat/5 {
 			t.Errorf("heartbeat timeout %v: rank delay %v within the heartbeat spread %v", tc.heartbeat, got, tc.heartbeat/5)
 		}
 	}

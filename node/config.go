@@ -29,10 +29,9 @@ const (
 	DefaultPodCIDR = "10.42.0.0/16"
 	// DefaultSysmonTimerSlack lets the runtime's monitor thread wake at
 	// most about once a millisecond while the agent alternates between
-	// idle and busy (see node/sysmon). A/B on fresh 3-node clusters,
-	// alternated, 100 clients through the leader: 15,114, 14,583 and
-	// 13,128 writes/s against 13,597, 12,835 and 11,921/s with the
-	// kernel's 50 µs; system time per write 30–32 µs against 38–40 µs.
+	// idle and busy (see node/sysmon and the README's decisions: 100
+	// clients through the leader 14,332–14,838 writes/s against
+	// 11,868–13,505/s with the kernel's 50 µs, alternated fresh clusters).
 	DefaultSysmonTimerSlack = time.Millisecond
 )
 

@@ -89,20 +89,7 @@ func SetSlack(d time.Duration) (int, error) {
 		return 0, err
 	}
 	// /proc/TID is the thread's own entry; its timer slack is per thread.
-	if err := os.WriteFile(slackPath(tid), []byte(strconv.FormatInt(d.Nanoseconds(), 10)), 0); err != nil {
-		return tid, err
-	}
-	return tid, nil
-}
-
-// Slack reads a thread's timer slack.
-func Slack(tid int) (time.Duration, error) {
-	b, err := os.ReadFile(slackPath(tid))
-	if err != nil {
-		return 0, err
-	}
-	ns, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
-	return time.Duration(ns), err
+	return tid, os.WriteFile(slackPath(tid), []byte(strconv.FormatInt(d.Nanoseconds(), 10)), 0)
 }
 
 func slackPath(tid int) string { return "/proc/" + strconv.Itoa(tid) + "/timerslack_ns" }
