@@ -126,6 +126,10 @@ type batcher struct {
 	commands atomic.Uint64 // commands in those entries
 	nudges   atomic.Uint64 // barriers sent to spread the commit index
 	pending  atomic.Int64  // entries handed to raft.Apply and not finished
+	// early is the first byte of the data of the entry in flight while it
+	// carries forwarded commands and its commit index has not been pushed
+	// (see committing); nil otherwise.
+	early atomic.Pointer[byte]
 }
 
 func newBatcher(r *raft.Raft, push func(), maxBatch int, logger hclog.Logger) *batcher {
@@ -187,16 +191,24 @@ func (b *batcher) run(ctx context.Context, wg *sync.WaitGroup) {
 		for i, p := range batch {
 			cmds[i] = p.cmd
 		}
+		data := encodeBatch(cmds)
+		forwarded := slices.ContainsFunc(batch, func(p *proposal) bool { return p.forwarded })
+		if forwarded {
+			b.early.Store(&data[0])
+		}
 		b.pending.Add(1)
-		f := b.raft.Apply(encodeBatch(cmds), enqueueTimeout)
+		f := b.raft.Apply(data, enqueueTimeout)
 		b.entries.Add(1)
 		b.commands.Add(uint64(len(batch)))
 		wg.Go(func() {
 			committed := b.finish(ctx.Done(), f, batch)
+			// Still set: the commit was not pushed early (or the entry
+			// failed); nil for a forwarded batch: it was.
+			pushedEarly := forwarded && b.early.Swap(nil) == nil
 			b.pending.Add(-1)
 			<-b.inflight
-			if committed {
-				b.nudge(ctx.Done(), slices.ContainsFunc(batch, func(p *proposal) bool { return p.forwarded }))
+			if committed && !pushedEarly {
+				b.nudge(ctx.Done(), forwarded)
 			}
 		})
 	}
@@ -268,6 +280,31 @@ func (b *batcher) nudge(stop <-chan struct{}, urgent bool) {
 	}
 	b.nudges.Add(1)
 	b.push()
+}
+
+// committing is called by the FSM adapter with entries that committed,
+// before it applies them. When they include the entry in flight, it carries
+// forwarded commands and nothing is queued behind it, the leader pushes the
+// commit index to the followers now rather than after its own apply and the
+// batch's answers (nudge): the followers that forwarded those commands wait
+// for their own replicas, and this lets them apply the entry while the
+// leader does. Under load the queue is not empty and the next entry carries
+// the index, as before. The entry is recognised by its data: on the leader
+// raft hands the FSM the very slice given to Apply.
+func (b *batcher) committing(logs []*raft.Log) {
+	p := b.early.Load()
+	if p == nil || len(b.queue) != 0 {
+		return
+	}
+	for _, l := range logs {
+		if len(l.Data) > 0 && &l.Data[0] == p {
+			if b.early.CompareAndSwap(p, nil) {
+				b.nudges.Add(1)
+				b.push()
+			}
+			return
+		}
+	}
 }
 
 // classify maps a raft.Apply error to an outcome.

@@ -47,6 +47,9 @@ type fsmAdapter struct {
 	// durable blocks until the entry at an index is on the local disk (see
 	// leaderLog); raft may hand the leader's FSM entries before that.
 	durable func(index uint64)
+	// committing, if set, is told of entries that committed before they
+	// are applied (see batcher.committing).
+	committing func(logs []*raft.Log)
 
 	// applied is the highest index whose effects the caller's FSM reflects:
 	// every command entry at or below it has been applied.
@@ -57,8 +60,8 @@ type fsmAdapter struct {
 
 var _ raft.BatchingFSM = (*fsmAdapter)(nil)
 
-func newFSMAdapter(fsm FSM, logger hclog.Logger, durable func(uint64)) *fsmAdapter {
-	return &fsmAdapter{fsm: fsm, logger: logger, durable: durable}
+func newFSMAdapter(fsm FSM, logger hclog.Logger, durable func(uint64), committing func([]*raft.Log)) *fsmAdapter {
+	return &fsmAdapter{fsm: fsm, logger: logger, durable: durable, committing: committing}
 }
 
 // Apply implements raft.FSM.
@@ -72,6 +75,9 @@ func (a *fsmAdapter) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
 	if len(logs) > 0 && a.durable != nil {
 		a.durable(logs[len(logs)-1].Index)
+	}
+	if a.committing != nil {
+		a.committing(logs)
 	}
 	for i, l := range logs {
 		if l.Type == raft.LogCommand {

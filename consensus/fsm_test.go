@@ -50,7 +50,7 @@ func snapshotRestore(t *testing.T, a *fsmAdapter) (*fsmAdapter, *testFSM) {
 		t.Fatalf("sink closed=%v cancelled=%v", sink.closed, sink.cancelled)
 	}
 	fsm := &testFSM{}
-	b := newFSMAdapter(fsm, hclog.NewNullLogger(), nil)
+	b := newFSMAdapter(fsm, hclog.NewNullLogger(), nil, nil)
 	if err := b.Restore(io.NopCloser(&sink)); err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +59,7 @@ func snapshotRestore(t *testing.T, a *fsmAdapter) (*fsmAdapter, *testFSM) {
 
 func TestFSMAdapterApply(t *testing.T) {
 	fsm := &testFSM{}
-	a := newFSMAdapter(fsm, hclog.NewNullLogger(), nil)
+	a := newFSMAdapter(fsm, hclog.NewNullLogger(), nil, nil)
 
 	resps := a.ApplyBatch([]*raft.Log{
 		makeLog(3, batchEntry("a", "b")),
@@ -104,7 +104,7 @@ func TestFSMAdapterApply(t *testing.T) {
 		t.Fatalf("restored applied index %d, want 11", b.applied.Load())
 	}
 
-	bad := newFSMAdapter(&testFSM{}, hclog.NewNullLogger(), nil)
+	bad := newFSMAdapter(&testFSM{}, hclog.NewNullLogger(), nil, nil)
 	if err := bad.Restore(io.NopCloser(bytes.NewReader([]byte("not a shoal snapshot")))); err == nil {
 		t.Fatal("restored a snapshot without header")
 	}

@@ -123,6 +123,17 @@ func (f *testFSM) Apply(index uint64, cmd []byte) []byte {
 	return []byte("ok:" + string(cmd))
 }
 
+// gateFSM calls before with each command before applying it.
+type gateFSM struct {
+	FSM
+	before func(cmd []byte)
+}
+
+func (g *gateFSM) Apply(index uint64, cmd []byte) []byte {
+	g.before(cmd)
+	return g.FSM.Apply(index, cmd)
+}
+
 func (f *testFSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -195,7 +195,13 @@ func New(cfg Config) (*Node, error) {
 	})
 	undo = append(undo, func() { _ = n.trans.Close() })
 
-	n.fsm = newFSMAdapter(cfg.FSM, logger.Named("fsm"), n.disk.waitDurable)
+	// raft may apply entries (replaying its log) before the batcher exists.
+	var batcherPtr atomic.Pointer[batcher]
+	n.fsm = newFSMAdapter(cfg.FSM, logger.Named("fsm"), n.disk.waitDurable, func(logs []*raft.Log) {
+		if b := batcherPtr.Load(); b != nil {
+			b.committing(logs)
+		}
+	})
 	n.commits = newCommitTransport(n.trans, func() (uint64, uint64, bool) {
 		r := raftPtr.Load()
 		if r == nil || r.State() != raft.Leader {
@@ -219,6 +225,7 @@ func New(cfg Config) (*Node, error) {
 	}
 
 	n.batcher = newBatcher(n.raft, n.commits.Push, cfg.MaxBatch, logger.Named("batch"))
+	batcherPtr.Store(n.batcher)
 	n.observations = make(chan raft.Observation, 16)
 	n.observer = raft.NewObserver(n.observations, false, func(o *raft.Observation) bool {
 		_, ok := o.Data.(raft.LeaderObservation)

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -576,13 +577,57 @@ func TestWritesReachFollowerReplicas(t *testing.T) {
 					}
 				}
 			}
-			if leader.Stats().Nudges == before {
-				t.Fatal("no nudge was sent")
-			}
+			// A heartbeat may have carried the commit first (it sends due
+			// pushes too); the deferred nudge still goes out.
+			waitFor(t, 5*time.Second, "a nudge", func() bool { return leader.Stats().Nudges > before })
 			if last := leader.raft.LastIndex(); last != idx {
 				t.Errorf("the log ends at %d after the last write at %d: the nudge appended entries", last, idx)
 			}
 		})
+	}
+}
+
+// TestForwardedCommitPushedEarly: with nothing queued behind a write a
+// follower forwarded, the leader pushes the commit index when the entry
+// commits, before its own FSM applies it, so the follower's replica applies
+// the write while the leader's is still busy with it.
+func TestForwardedCommitPushedEarly(t *testing.T) {
+	var leaderID atomic.Pointer[string]
+	release := make(chan struct{})
+	nodes := newCluster(t, 3, func(c *Config) {
+		c.CommitTimeout = 30 * time.Second
+		id := c.ID
+		c.FSM = &gateFSM{FSM: c.FSM, before: func(cmd []byte) {
+			if l := leaderID.Load(); string(cmd) == "held" && l != nil && *l == id {
+				<-release
+			}
+		}}
+	})
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(release) }) }) // before the nodes shut down
+	leader := waitLeader(t, nodes...)
+	leaderID.Store(&leader.id)
+	f := followersOf(leader, nodes)[0]
+	held := func(n *testNode) bool {
+		return slices.ContainsFunc(n.fsm.snapshotRecords(), func(r record) bool { return r.Cmd == "held" })
+	}
+	before := leader.Stats().Nudges
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := f.Propose(ctxTimeout(t, 15*time.Second), []byte("held"))
+		done <- err
+	}()
+	// Heartbeats also send due pushes, every tenth to fifth of the
+	// heartbeat timeout, so the follower applying is not enough: the nudge
+	// count shows the leader pushed while its own FSM held the write.
+	waitFor(t, 5*time.Second, "the leader to push the commit while its FSM holds the write", func() bool { return leader.Stats().Nudges > before })
+	waitFor(t, 5*time.Second, "the forwarding follower to apply the write while the leader's FSM holds it", func() bool { return held(f) })
+	if held(leader) {
+		t.Fatal("the leader applied the held write")
+	}
+	once.Do(func() { close(release) })
+	if err := <-done; err != nil {
+		t.Fatalf("Propose: %v", err)
 	}
 }
 

@@ -96,6 +96,7 @@ func (m *metrics) registerNodeGauges(n *Node) {
 	})
 	gauge("shoal_raft_proposed_entries", "Raft entries this node proposed as leader (each carries a batch of commands).", func() float64 { return float64(n.raft.Stats().ProposedEntries) })
 	gauge("shoal_raft_proposed_commands", "Commands this node proposed as leader.", func() float64 { return float64(n.raft.Stats().ProposedCommands) })
+	gauge("shoal_raft_commit_pushes", "Times this node as leader pushed its commit index to the followers after a batch with nothing queued behind it.", func() float64 { return float64(n.raft.Stats().Nudges) })
 	gauge("shoal_gossip_members_alive", "Members gossip reports alive (self included).", func() float64 { return float64(len(n.gossip.Alive())) })
 	gauge("shoal_gossip_members", "Members gossip knows, in any state.", func() float64 { return float64(len(n.gossip.Members())) })
 	dnsCounter := func(name, help string, f func(dns.Stats) uint64) {
