@@ -45,6 +45,7 @@ unit:
 
 fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzApply$$' -fuzztime=$(call fuzzn,25000) ./node/state/
+	$(GO) test -run='^$$' -fuzz='^FuzzDecodeForwardBatch$$' -fuzztime=$(call fuzzn,50000) ./consensus/
 	$(GO) test -run='^$$' -fuzz='^FuzzParseToken$$' -fuzztime=$(call fuzzn,50000) ./node/pki/
 	$(GO) test -run='^$$' -fuzz='^FuzzDecodeBody$$' -fuzztime=$(call fuzzn,300) ./node/apiserver/
 	$(GO) test -run='^$$' -fuzz='^FuzzServeDNS$$' -fuzztime=$(call fuzzn,100000) ./dns/

@@ -13,7 +13,9 @@
 // [Node.Propose] may be called on any node. The leader queues commands from
 // concurrent callers and packs them into one raft entry (up to
 // [Config.MaxBatch] commands). A follower forwards the command to the leader
-// over the stream layer, where it is batched the same way. Every command in an
+// over the stream layer, together with the other commands that queued while
+// its previous forward batch was out, and the leader batches them the same
+// way. Every command in an
 // entry is applied with that entry's index, so commands batched together share
 // an index; Apply is called in entry order, so an FSM that needs a distinct
 // version per command can derive one from the index and the command's

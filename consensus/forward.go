@@ -182,6 +182,11 @@ func (n *Node) handleRequest(ctx context.Context, kind byte, payload []byte, tra
 			return encodeNotLeader(n.notLeader())
 		}
 		return encodeResult(n.proposeLocal(ctx, body, true), true)
+	case connForwardBatch:
+		if n.raft.State() != raft.Leader {
+			return encodeNotLeader(n.notLeader())
+		}
+		return n.proposeForwarded(ctx, body, transit)
 	case connReadIndex:
 		if n.raft.State() != raft.Leader {
 			return encodeNotLeader(n.notLeader())
@@ -196,6 +201,46 @@ func (n *Node) handleRequest(ctx context.Context, kind byte, payload []byte, tra
 	default:
 		return encodeStatus(statusFailed, "unknown request kind")
 	}
+}
+
+// proposeForwarded proposes a follower's forward batch (see forwarder) and
+// answers with every command's result. Each command has its own budget, as
+// a single forwarded request has; ctx ends with the node.
+func (n *Node) proposeForwarded(ctx context.Context, body []byte, transit time.Duration) []byte {
+	cmds, err := decodeForwardBatch(body)
+	if err != nil {
+		return encodeStatus(statusFailed, "bad forward batch: "+err.Error())
+	}
+	n.fwdBatches.Add(1)
+	n.fwdCommands.Add(uint64(len(cmds)))
+	now := time.Now()
+	answers := make([][]byte, len(cmds))
+	ctxs := make([]context.Context, len(cmds))
+	ps := make([]*proposal, len(cmds))
+	// Queue them all first, so that they reach the batcher together.
+	for i, c := range cmds {
+		ctxs[i] = ctx
+		if c.budget > 0 {
+			left := time.Duration(c.budget)*time.Millisecond*9/10 - transit
+			if left <= 0 {
+				answers[i] = encodeStatus(statusFailed, fmt.Sprintf("request expired in transit (delayed %v, budget %dms)", transit, c.budget))
+				continue
+			}
+			ctxs[i] = defaultDeadlines.Before(now.Add(left))
+		}
+		p := newProposal(c.cmd, true)
+		if r, ok := n.enqueue(ctxs[i], p); !ok {
+			answers[i] = encodeResult(r, true)
+			continue
+		}
+		ps[i] = p
+	}
+	for i, p := range ps {
+		if p != nil {
+			answers[i] = encodeResult(n.await(ctxs[i], p), true)
+		}
+	}
+	return encodeForwardAnswers(answers)
 }
 
 // encodeResult encodes a proposal (withResp) or read-index result.
@@ -242,18 +287,6 @@ func decodeResult(addr string, rp reply) result {
 	default:
 		return failedResult(msg())
 	}
-}
-
-// forwardPropose sends cmd to the leader at addr.
-func (n *Node) forwardPropose(ctx context.Context, addr string, cmd []byte) result {
-	rp, sent, err := n.rpc.call(ctx, addr, connForward, cmd)
-	if err != nil {
-		if !sent {
-			return retryResult(err)
-		}
-		return unknownResult(fmt.Errorf("forwarding to %s: %w", addr, err))
-	}
-	return decodeResult(addr, rp)
 }
 
 // forwardReadIndex asks the leader at addr for a read index.

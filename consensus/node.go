@@ -41,6 +41,7 @@ type Node struct {
 	trans   *raft.NetworkTransport
 	commits *commitTransport // trans as raft uses it
 	rpc     *rpcClient
+	fwd     *forwarder
 	raft    *raft.Raft
 	batcher *batcher
 
@@ -68,6 +69,9 @@ type Node struct {
 	// elections it started.
 	probes         atomic.Uint64
 	probeElections atomic.Uint64
+	// fwdBatches and fwdCommands count the forward batches served as
+	// leader and the commands in them.
+	fwdBatches, fwdCommands atomic.Uint64
 
 	closed       atomic.Bool
 	shutdownOnce sync.Once
@@ -106,6 +110,11 @@ type Stats struct {
 	// Nudges counts the times the leader pushed its commit index to the
 	// followers after a batch (see batcher.nudge).
 	Nudges uint64 `json:"nudges"`
+	// ForwardBatches and ForwardedCommands count the forward batches this
+	// node received from followers as leader and the commands in them (see
+	// forwarder).
+	ForwardBatches    uint64 `json:"forwardBatches"`
+	ForwardedCommands uint64 `json:"forwardedCommands"`
 	// Probes counts the times this node, not hearing from the leader,
 	// dialled its raft port; ProbeElections the elections it started
 	// because the port refused the connection (see watchLeader).
@@ -186,6 +195,7 @@ func New(cfg Config) (*Node, error) {
 	n.stream = newStreamLayer(ln, adv, cfg.TLS, cfg.HandshakeTimeout, logger.Named("stream"), n.serveRPC)
 	undo = append(undo, func() { _ = n.stream.Close(); n.stream.wait() })
 	n.rpc = newRPCClient(n.stream)
+	n.fwd = newForwarder(n.ctx, n.rpc)
 	undo = append(undo, n.rpc.close)
 	n.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  n.stream,
@@ -471,6 +481,7 @@ func (n *Node) Stats() Stats {
 		Probes:           n.probes.Load(),
 		ProbeElections:   n.probeElections.Load(),
 	}
+	st.ForwardBatches, st.ForwardedCommands = n.fwdBatches.Load(), n.fwdCommands.Load()
 	switch last := n.raft.LastContact(); {
 	case state == raft.Leader:
 	case last.IsZero():

@@ -47,7 +47,7 @@ func (n *Node) Propose(ctx context.Context, cmd []byte) (index uint64, resp []by
 		if n.raft.State() == raft.Leader {
 			r = n.proposeLocal(ctx, cmd, false)
 		} else if tried = n.target(&hint); tried != "" {
-			r = n.forwardPropose(ctx, tried, cmd)
+			r = n.fwd.propose(ctx, tried, cmd)
 		} else {
 			r = retryResult(errNoLeader)
 		}
@@ -174,13 +174,29 @@ func (n *Node) pause(ctx context.Context, bo *backoff, changed <-chan struct{}, 
 // forwarded marks a command a follower sent (see batcher.nudge).
 func (n *Node) proposeLocal(ctx context.Context, cmd []byte, forwarded bool) result {
 	p := newProposal(cmd, forwarded)
+	if r, ok := n.enqueue(ctx, p); !ok {
+		return r
+	}
+	return n.await(ctx, p)
+}
+
+// enqueue hands p to the batcher; on failure (ctx ended, shutdown) it
+// returns the result: nothing was proposed.
+func (n *Node) enqueue(ctx context.Context, p *proposal) (result, bool) {
 	select {
 	case n.batcher.queue <- p:
+		return result{}, true
 	case <-ctx.Done():
-		return retryResult(ctx.Err())
+		return retryResult(ctx.Err()), false
 	case <-n.ctx.Done():
-		return retryResult(ErrShutdown)
+		return retryResult(ErrShutdown), false
 	}
+}
+
+// await waits for the result of an enqueued proposal. If ctx ends first,
+// the proposal is withdrawn when the batcher has not taken it yet (retry);
+// otherwise its outcome is unknown.
+func (n *Node) await(ctx context.Context, p *proposal) result {
 	var cause error
 	select {
 	case r := <-p.done:

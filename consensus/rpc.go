@@ -1,6 +1,6 @@
 package consensus
 
-// Request connections (kinds F, I and S) carry multiplexed frames so that many
+// Request connections (kinds F, B, I and S) carry multiplexed frames so that many
 // concurrent callers share one connection per peer and kind:
 //
 //	frame    = id uint64 | length uint32 | payload          (big endian)

@@ -17,10 +17,11 @@ import (
 
 // Connection kinds: the first byte a client sends after the TLS handshake.
 const (
-	connRaft      byte = 'R' // raft NetworkTransport
-	connForward   byte = 'F' // forwarded proposals
-	connReadIndex byte = 'I' // read-index requests
-	connStats     byte = 'S' // stats requests
+	connRaft         byte = 'R' // raft NetworkTransport
+	connForward      byte = 'F' // forwarded proposals, one per request (served for older followers)
+	connForwardBatch byte = 'B' // forwarded proposals, a batch per request (forwarder)
+	connReadIndex    byte = 'I' // read-index requests
+	connStats        byte = 'S' // stats requests
 )
 
 // maxPendingHandshakes bounds concurrent unauthenticated connections.
@@ -218,7 +219,7 @@ func (s *streamLayer) handle(raw net.Conn) {
 		case <-s.closed:
 			_ = tc.Close()
 		}
-	case connForward, connReadIndex, connStats:
+	case connForward, connForwardBatch, connReadIndex, connStats:
 		s.serveRPC(kind[0], conn)
 	default:
 		s.rejected.Add(1)
