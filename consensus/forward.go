@@ -167,7 +167,7 @@ func (n *Node) handleRequest(ctx context.Context, kind byte, payload []byte, tra
 		// could not be committed in time comes back as certainly not applied.
 		left := time.Duration(budget)*time.Millisecond*9/10 - transit
 		if left <= 0 {
-			return encodeStatus(statusFailed, fmt.Sprintf("request expired in transit (delayed %v, budget %dms)", transit, budget))
+			return expiredInTransit(transit, budget)
 		}
 		// A shared deadline rather than a timer per request. It does not end
 		// with the connection: a handler whose caller went away finishes its
@@ -203,9 +203,16 @@ func (n *Node) handleRequest(ctx context.Context, kind byte, payload []byte, tra
 	}
 }
 
+// expiredInTransit answers a request (or a batched command) that spent its
+// budget on the way: certainly not applied, and the caller has given up.
+func expiredInTransit(transit time.Duration, budget uint32) []byte {
+	return encodeStatus(statusFailed, fmt.Sprintf("request expired in transit (delayed %v, budget %dms)", transit, budget))
+}
+
 // proposeForwarded proposes a follower's forward batch (see forwarder) and
 // answers with every command's result. Each command has its own budget, as
-// a single forwarded request has; ctx ends with the node.
+// a single forwarded request has; commands without one end with ctx (the
+// connection's).
 func (n *Node) proposeForwarded(ctx context.Context, body []byte, transit time.Duration) []byte {
 	cmds, err := decodeForwardBatch(body)
 	if err != nil {
@@ -223,7 +230,7 @@ func (n *Node) proposeForwarded(ctx context.Context, body []byte, transit time.D
 		if c.budget > 0 {
 			left := time.Duration(c.budget)*time.Millisecond*9/10 - transit
 			if left <= 0 {
-				answers[i] = encodeStatus(statusFailed, fmt.Sprintf("request expired in transit (delayed %v, budget %dms)", transit, c.budget))
+				answers[i] = expiredInTransit(transit, c.budget)
 				continue
 			}
 			ctxs[i] = defaultDeadlines.Before(now.Add(left))
