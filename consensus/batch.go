@@ -43,22 +43,27 @@ const (
 // encodeBatch encodes commands as one batch-v1 entry:
 // type byte, uvarint count, then per command a uvarint length and the bytes.
 func encodeBatch(cmds [][]byte) []byte {
-	size := 1 + binary.MaxVarintLen64
-	for _, c := range cmds {
-		size += binary.MaxVarintLen64 + len(c)
+	return appendItems([]byte{entryBatchV1}, cmds)
+}
+
+// appendItems appends a uvarint count and then each item as a uvarint
+// length and its bytes (decodeBatch reads it back).
+func appendItems(buf []byte, items [][]byte) []byte {
+	size := binary.MaxVarintLen64
+	for _, it := range items {
+		size += binary.MaxVarintLen64 + len(it)
 	}
-	buf := make([]byte, 0, size)
-	buf = append(buf, entryBatchV1)
-	buf = binary.AppendUvarint(buf, uint64(len(cmds)))
-	for _, c := range cmds {
-		buf = binary.AppendUvarint(buf, uint64(len(c)))
-		buf = append(buf, c...)
+	buf = slices.Grow(buf, size)
+	buf = binary.AppendUvarint(buf, uint64(len(items)))
+	for _, it := range items {
+		buf = binary.AppendUvarint(buf, uint64(len(it)))
+		buf = append(buf, it...)
 	}
 	return buf
 }
 
-// decodeBatch decodes the body of a batch-v1 entry (after the type byte). The
-// returned commands alias b.
+// decodeBatch decodes the body of a batch-v1 entry (after the type byte), or
+// anything else appendItems wrote. The returned commands alias b.
 func decodeBatch(b []byte) ([][]byte, error) {
 	n, k := binary.Uvarint(b)
 	if k <= 0 {

@@ -299,38 +299,18 @@ func decodeForwardBatch(b []byte) ([]forwardedCommand, error) {
 }
 
 func encodeForwardAnswers(answers [][]byte) []byte {
-	size := 1 + binary.MaxVarintLen64
-	for _, a := range answers {
-		size += binary.MaxVarintLen64 + len(a)
-	}
-	buf := binary.AppendUvarint(append(make([]byte, 0, size), statusOK), uint64(len(answers)))
-	for _, a := range answers {
-		buf = binary.AppendUvarint(buf, uint64(len(a)))
-		buf = append(buf, a...)
-	}
-	return buf
+	return appendItems([]byte{statusOK}, answers)
 }
 
 // decodeForwardAnswers decodes the body of an answer (after its status
 // byte) to a batch of want commands.
 func decodeForwardAnswers(b []byte, want int) ([][]byte, error) {
-	n, k := binary.Uvarint(b)
-	if k <= 0 || n != uint64(want) {
-		return nil, fmt.Errorf("forward answer: bad count (want %d)", want)
+	answers, err := decodeBatch(b)
+	if err != nil {
+		return nil, fmt.Errorf("forward answer: %w", err)
 	}
-	b = b[k:]
-	out := make([][]byte, 0, want)
-	for i := range want {
-		l, k := binary.Uvarint(b)
-		if k <= 0 || l > uint64(len(b)-k) {
-			return nil, fmt.Errorf("forward answer %d: bad length", i)
-		}
-		b = b[k:]
-		out = append(out, b[:l:l])
-		b = b[l:]
+	if len(answers) != want {
+		return nil, fmt.Errorf("forward answer: %d results for %d commands", len(answers), want)
 	}
-	if len(b) != 0 {
-		return nil, fmt.Errorf("forward answer: %d trailing bytes", len(b))
-	}
-	return out, nil
+	return answers, nil
 }
